@@ -170,6 +170,18 @@ def test_frames_are_stored_once(tmp_path):
   assert 7056 <= per_row <= 1.1 * 7056
 
 
+def test_frames_span_several_copy_chunks(tmp_path):
+  """Loads copy frames in chunks of a few thousand rows: a checkpoint bigger than several of them holds every
+  row in place, from the .gz, through a cache miss and from a cache hit."""
+  rows = 2 * fixed_replay._COPY_ROWS + 517  # pylint: disable=protected-access
+  directory = write_run(tmp_path / "data", num_checkpoints=2, capacity=rows, seed=9)
+  want = np.concatenate([dqn_replay.load_checkpoint(directory, s)["observation"] for s in (0, 1)])
+  for cache_dir in (None, str(tmp_path / "cache"), str(tmp_path / "cache")):
+    replay = fixed_replay.FixedReplay.from_checkpoints(directory, [0, 1], cache_dir=cache_dir)
+    got = replay.frames.numpy().view(np.uint8).reshape(-1, 84, 84)
+    np.testing.assert_array_equal(got[:replay.num_rows], want)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Cache
 

@@ -62,6 +62,9 @@ from batch_rl_dr3.errors import ConfigError, DataError
 
 SUBSETS = ("prefix", "episodes")
 _CHUNK_ROWS = 8192
+# Frames go into the frame variable 1,024 rows (7 MB) at a time: the scatter's staging copy then stays in the
+# CPU cache, which made a cached load ~2x faster than 8,192-row scatters (bench_data, cached_vs_gz_load).
+_COPY_ROWS = 1024
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _MAX_LOAD_THREADS = 8
 
@@ -433,9 +436,11 @@ class FixedReplay:
       offset, sl, position = args
       at = offset
       for chunk in sl.frame_chunks():
-        # A scatter of whole rows: strided-slice assignment of uint8 is orders of magnitude slower on CPU.
-        self.frames.scatter_update(tf.IndexedSlices(_as_words(chunk), tf.range(at, at + len(chunk))))
-        at += len(chunk)
+        for start in range(0, len(chunk), _COPY_ROWS):
+          # A scatter of whole rows: strided-slice assignment is orders of magnitude slower on CPU.
+          rows = chunk[start:start + _COPY_ROWS]
+          self.frames.scatter_update(tf.IndexedSlices(_as_words(rows), tf.range(at, at + len(rows))))
+          at += len(rows)
         with self._lock:
           done[0] += len(chunk)
       if at - offset != sl.rows:
