@@ -12,6 +12,12 @@ Entries (ratios are the figures of merit; higher is better for *_vs_dopamine, lo
       already in memory: the cost of sampling, target sync and graph overhead. Goal <= 1.15.
   dr3_cost
       CQL-QR + DR3 step time over CQL-QR step time. Goal <= 1.25.
+  dqn_step_vs_dopamine_ceiling
+      the largest dqn_step_vs_dopamine that ANY implementation of our DQN step's float32 arithmetic could reach
+      on this machine: Dopamine's step time over (our step's FLOPs / the machine's float32 matmul rate, measured
+      in this run). Below 2, the 2x goal is out of reach here without doing less arithmetic.
+  dopamine_step_peak_fraction, dqn_step_peak_fraction
+      each step's FLOPs per second over that matmul rate (how close to the machine's float32 limit it runs).
 Each is given for the CPU-default jit setting (OfflineAgent.jit_compile default) and, suffixed `_xla` /
 `_nojit`, for the other setting.
 """
@@ -86,6 +92,45 @@ class DopamineStepper:
   def close(self):
     self._proc.stdin.close()
     self._proc.wait(timeout=60)
+
+
+def nature_forward_macs(num_outputs: int) -> int:
+  """Multiply-adds of one Nature-DQN forward pass (84x84x4 input, 'same' padding) with `num_outputs` outputs
+  (x 2 = 32.01 MFLOP for 6 actions; TF's profiler counts 32.07 MFLOP on our DQNNetwork graph, the rest being
+  bias adds, ReLUs and the /255)."""
+  layers = [(21 * 21, 32, 8 * 8 * 4),   # conv1: output positions, channels, kernel volume
+            (11 * 11, 64, 4 * 4 * 32),  # conv2
+            (11 * 11, 64, 3 * 3 * 64),  # conv3
+            (1, 512, 11 * 11 * 64),     # dense (phi)
+            (1, num_outputs, 512)]      # head
+  return sum(positions * channels * volume for positions, channels, volume in layers)
+
+
+def dqn_step_flops(batch_size: int, num_outputs: int, next_state_forward: bool) -> int:
+  """FLOPs of one DQN train step: online forward + backward at s, target forward at s' and, when
+  `next_state_forward`, the online forward at s' of the dot-product metrics. A forward is 2 FLOPs per
+  multiply-add; the backward computes every layer's weight gradient and every input gradient but conv1's
+  (the frames need none): 2 x forward minus conv1's share."""
+  forward = 2 * nature_forward_macs(num_outputs)
+  conv1 = 2 * 21 * 21 * 32 * 8 * 8 * 4
+  backward = 2 * forward - conv1
+  forwards = 2 + int(next_state_forward)
+  return batch_size * (forwards * forward + backward)
+
+
+def matmul_flops_per_second(size: int = 2048, calls: int = 10) -> float:
+  """The machine's float32 rate on a large matmul (TF's CPU kernels, all cores): the practical ceiling."""
+  import numpy as np
+  import tensorflow as tf
+  a = tf.random.normal([size, size])
+  product = tf.function(lambda: tf.matmul(a, a))
+  np.asarray(product())
+  best = float("inf")
+  for _ in range(calls):
+    start = time.perf_counter()
+    np.asarray(product())
+    best = min(best, time.perf_counter() - start)
+  return 2 * size ** 3 / best
 
 
 def _make_sampler(data_dir):
@@ -189,6 +234,19 @@ def run(quick: bool, sampler=None):
       entries.append({"name": f"dr3_cost{suffix}", "value": times["cql_qr+dr3"] * 1e3, "unit": "ms/step",
                       "baseline": times["cql_qr"] * 1e3, "ratio": times["cql_qr+dr3"] / times["cql_qr"],
                       "goal": "<= 1.25"})
+      # The float32 ceiling: measured around the timed blocks, the fastest rate counts.
+      peak = max(matmul_flops_per_second() for _ in range(3))
+      ours_flops = dqn_step_flops(BATCH_SIZE, NUM_ACTIONS, next_state_forward=True)
+      dopamine_flops = dqn_step_flops(BATCH_SIZE, NUM_ACTIONS, next_state_forward=False)
+      print(f"    float32 matmul {peak / 1e9:.0f} GFLOP/s; Dopamine's step {dopamine_flops / dopamine / 1e9:.0f}, "
+            f"ours {ours_flops / times['dqn'] / 1e9:.0f} GFLOP/s", flush=True)
+      entries.append({"name": f"dqn_step_vs_dopamine_ceiling{suffix}", "value": ours_flops / peak * 1e3,
+                      "unit": "ms/step at the float32 matmul rate", "baseline": dopamine * 1e3,
+                      "ratio": dopamine / (ours_flops / peak), "goal": "informational (the goal needs >= 2)"})
+      for label, flops, seconds in (("dopamine", dopamine_flops, dopamine), ("dqn", ours_flops, times["dqn"])):
+        entries.append({"name": f"{label}_step_peak_fraction{suffix}", "value": flops / seconds / 1e9,
+                        "unit": "GFLOP/s", "baseline": peak / 1e9, "ratio": flops / seconds / peak,
+                        "goal": "informational"})
       for label in ("dqn", "rem"):
         entries.append({"name": f"{label}_dr3_cost{suffix}", "value": times[label + "+dr3"] * 1e3,
                         "unit": "ms/step", "baseline": times[label] * 1e3,
