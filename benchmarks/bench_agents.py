@@ -94,15 +94,18 @@ class DopamineStepper:
     self._proc.wait(timeout=60)
 
 
+# The Nature-DQN layers on an 84x84x4 input with 'same' padding: (output positions, output channels, kernel
+# volume = multiply-adds per output); the head's channels are the network's outputs.
+_NATURE_LAYERS = [(21 * 21, 32, 8 * 8 * 4),   # conv1
+                  (11 * 11, 64, 4 * 4 * 32),  # conv2
+                  (11 * 11, 64, 3 * 3 * 64),  # conv3
+                  (1, 512, 11 * 11 * 64)]     # dense (phi)
+
+
 def nature_forward_macs(num_outputs: int) -> int:
-  """Multiply-adds of one Nature-DQN forward pass (84x84x4 input, 'same' padding) with `num_outputs` outputs
-  (x 2 = 32.01 MFLOP for 6 actions; TF's profiler counts 32.07 MFLOP on our DQNNetwork graph, the rest being
-  bias adds, ReLUs and the /255)."""
-  layers = [(21 * 21, 32, 8 * 8 * 4),   # conv1: output positions, channels, kernel volume
-            (11 * 11, 64, 4 * 4 * 32),  # conv2
-            (11 * 11, 64, 3 * 3 * 64),  # conv3
-            (1, 512, 11 * 11 * 64),     # dense (phi)
-            (1, num_outputs, 512)]      # head
+  """Multiply-adds of one Nature-DQN forward pass with `num_outputs` outputs (x 2 = 32.01 MFLOP for 6 actions;
+  TF's profiler counts 32.07 MFLOP on our DQNNetwork graph, the rest being bias adds, ReLUs and the /255)."""
+  layers = _NATURE_LAYERS + [(1, num_outputs, 512)]
   return sum(positions * channels * volume for positions, channels, volume in layers)
 
 
@@ -112,8 +115,8 @@ def dqn_step_flops(batch_size: int, num_outputs: int, next_state_forward: bool) 
   multiply-add; the backward computes every layer's weight gradient and every input gradient but conv1's
   (the frames need none): 2 x forward minus conv1's share."""
   forward = 2 * nature_forward_macs(num_outputs)
-  conv1 = 2 * 21 * 21 * 32 * 8 * 8 * 4
-  backward = 2 * forward - conv1
+  positions, channels, volume = _NATURE_LAYERS[0]
+  backward = 2 * forward - 2 * positions * channels * volume
   forwards = 2 + int(next_state_forward)
   return batch_size * (forwards * forward + backward)
 
