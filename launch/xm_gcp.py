@@ -25,7 +25,6 @@ machine spec xmanager derives from them) and prints them, without touching GCP.
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,11 @@ if _REPO_ROOT not in sys.path:
 
 # google-api-core warns at import that Python 3.11 support ends in 2027: not actionable for a launch.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\._python_version_support")
+
+from launch import cloud  # noqa: E402  (standard library only)
+
+# Without the launch requirements: one line saying what to install, not a ModuleNotFoundError.
+cloud.require("launch/xm_gcp.py", {"absl": "absl-py", "xmanager": "xmanager"})
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -63,9 +67,8 @@ ACCELERATORS = {
     "cpu": (None, 0),
 }
 _UNSUPPORTED_TPUS = ("tpu_v4", "tpu_v5e", "tpu_v5p", "tpu_v6e")
-# Relative to the image's working directory, the repository root (train.py resolves gin files from there first).
-TPU_GIN = "launch/gin/tpu.gin"
-MIRRORED_GIN = "launch/gin/mirrored.gin"
+TPU_GIN = cloud.TPU_GIN
+MIRRORED_GIN = cloud.MIRRORED_GIN
 DRY_RUN_IMAGE = "REGION-docker.pkg.dev/PROJECT/REPOSITORY/batch-rl-dr3:dry-run"
 
 FLAGS = flags.FLAGS
@@ -126,11 +129,7 @@ def job_requirements(accelerator: str, accelerator_count: Optional[int] = None, 
   return xm.JobRequirements(cpu=cpu, ram=ram_gib * xm.GiB, **{resource: count})
 
 
-def job_name(run_name: str) -> str:
-  """A Vertex/XManager-safe job name for a run: lower-case letters, digits and '-' ('+' becomes 'plus')."""
-  name = run_name.lower().replace("+", "-plus-").replace("/", "--")
-  name = re.sub(r"[^a-z0-9-]+", "-", name)
-  return re.sub(r"-{3,}", "--", name).strip("-")[:128]
+job_name = cloud.job_name
 
 
 def _job_args(run: sweep_lib.Run, root: str, data_dir: Optional[str], requirements: xm.JobRequirements) -> List[str]:
@@ -139,33 +138,22 @@ def _job_args(run: sweep_lib.Run, root: str, data_dir: Optional[str], requiremen
   accelerator = requirements.accelerator
   replicas = requirements.task_requirements.get(accelerator, 0) if accelerator is not None else 0
   if accelerator in xm.TpuType:
-    parallel_gin = TPU_GIN
-  elif replicas > 1:
-    parallel_gin = MIRRORED_GIN
-  else:
-    return args
-  if "game" not in dict(run.flags):
-    raise ConfigError(f"run {run.name}: only the Atari path has a data-parallel step (launch/gin/); run the "
-                      "continuous sweeps on one GPU or on CPUs")
-  last_gin_file = max((i for i, a in enumerate(args) if a.startswith("--gin_files=")), default=0)
-  return args[:last_gin_file + 1] + [f"--gin_files={parallel_gin}"] + args[last_gin_file + 1:]
+    return cloud.with_parallel_gin(run, args, TPU_GIN)
+  if replicas > 1:
+    return cloud.with_parallel_gin(run, args, MIRRORED_GIN)
+  return args
 
 
 def build_job_specs(sweep: sweep_lib.Sweep, runs: Sequence[sweep_lib.Run], root: str, *,
                     data_dir: Optional[str] = None, accelerator: str = "tpu_v3",
                     accelerator_count: Optional[int] = None, cpu: int = 8, ram_gib: int = 64) -> List[JobSpec]:
   """One JobSpec per run; checks that root is on gs:// and that the job names are unique."""
-  if not root or not root.startswith("gs://"):
-    raise ConfigError(f"--root={root!r}: Vertex AI jobs write their runs to Cloud Storage; expected gs://BUCKET/...")
+  cloud.check_gs_root(root, "Vertex AI")
   data_dir = data_dir or sweep.default_data_dir
   requirements = job_requirements(accelerator, accelerator_count, cpu, ram_gib)
   specs = [JobSpec(run.name, job_name(run.name), _job_args(run, root, data_dir, requirements), requirements)
            for run in runs]
-  names: Dict[str, str] = {}
-  for spec in specs:
-    if spec.job_name in names:
-      raise ConfigError(f"runs {names[spec.job_name]} and {spec.run_name} get the same job name {spec.job_name}")
-    names[spec.job_name] = spec.run_name
+  cloud.check_unique_names({spec.run_name: spec.job_name for spec in specs})
   return specs
 
 

@@ -123,3 +123,34 @@ def test_staged_build_context_holds_the_sources_and_the_accelerators_dockerfile(
                  "gin_configs/atari/cql_qr.gin", "launch/sweeps/table1.toml"):
     assert (tmp_path / "ctx" / needed).is_file(), needed
   assert not (tmp_path / "ctx" / ".venv").exists() and not (tmp_path / "ctx" / ".git").exists()
+
+
+def test_without_the_launch_requirements_the_dry_run_says_what_to_install(tmp_path):
+  # `python -S`: no site-packages at all, so xmanager (and absl) are genuinely absent; the sweep code is stdlib.
+  result = subprocess.run([sys.executable, "-S", os.path.join(REPO_ROOT, "launch", "xm_gcp.py"), "--sweep=smoke",
+                           f"--root={ROOT}", "--dry_run"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)})
+  assert result.returncode == 2 and result.stdout == ""
+  assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+  assert result.stderr.startswith("error: launch/xm_gcp.py needs absl-py, xmanager, not installed here: ")
+  assert "pip install -r requirements.txt -r requirements-launch.txt" in result.stderr
+
+
+def test_the_import_guard_names_only_the_missing_packages():
+  from launch import cloud
+  assert cloud.missing_requirements_line("prog", {"json": "json", "tomllib": "tomllib"}) is None
+  line = cloud.missing_requirements_line("prog", {"json": "json", "batch_rl_dr3_no_such_module": "no-such-pkg",
+                                                  "xmanager": "xmanager"})
+  assert line == f"error: prog needs no-such-pkg, not installed here: {cloud.INSTALL_HINT}"
+  with pytest.raises(SystemExit) as exit_info:
+    cloud.require("prog", {"batch_rl_dr3_no_such_module": "no-such-pkg"})
+  assert exit_info.value.code == 2
+
+
+def test_job_names_are_cloud_safe_unique_and_bounded():
+  from launch import cloud
+  assert cloud.job_name("table1/1pct/cql_qr+dr3/Pong/seed0") == "table1--1pct--cql-qr-plus-dr3--pong--seed0"
+  long_a = cloud.job_name("table1/first10pct/cql_qr+dr3/MontezumaRevenge/seed0", max_length=40)
+  long_b = cloud.job_name("table1/first10pct/cql_qr+dr3/MontezumaRevenge/seed1", max_length=40)
+  assert len(long_a) <= 40 and long_a != long_b and long_a.startswith("table1--first10pct")
+  assert re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", long_a)
