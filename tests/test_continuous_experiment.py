@@ -140,10 +140,10 @@ def test_image_observations_train_through_the_conv_encoder():
              "discount": np.ones(n, np.float32)}, f"images:{task}")
   exp = experiment.ContinuousExperiment(seed=0, task="pickplace", agent_name="sac", load_dataset=images,
                                         batch_size=8, eval_episodes=0, dr3_coefficient=0.001)
-  before = [v.numpy().copy() for v in exp.agent._critic_network_1._encoder.trainable_variables]
+  before = [v.numpy().copy() for v in exp.agent.critic_networks[0].encoder.trainable_variables]
   metrics = exp.train_step()
   assert all(np.isfinite(float(v)) for v in metrics.values())
-  after = exp.agent._critic_network_1._encoder.trainable_variables
+  after = exp.agent.critic_networks[0].encoder.trainable_variables
   assert len(before) == 6 and any(not np.allclose(b, a.numpy()) for b, a in zip(before, after))
   assert exp.diagnostics(0)["srank"] >= 1
 

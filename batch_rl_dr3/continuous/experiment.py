@@ -17,10 +17,12 @@ from tf_agents.policies import greedy_policy
 from tf_agents.trajectories import time_step as ts
 
 from batch_rl_dr3 import diagnostics
-from batch_rl_dr3.continuous import agents
+from batch_rl_dr3.continuous import brac
+from batch_rl_dr3.continuous import cql_sac
 from batch_rl_dr3.continuous import evaluation
 from batch_rl_dr3.continuous import networks
 from batch_rl_dr3.continuous import replay as replay_lib
+from batch_rl_dr3.continuous import sac
 from batch_rl_dr3.data import cog  # noqa: F401  (registers @load_cog for gin)
 from batch_rl_dr3.data import d4rl
 from batch_rl_dr3.errors import ConfigError
@@ -48,13 +50,13 @@ def create_continuous_agent(agent_name: str, time_step_spec, action_spec, image_
       alpha_optimizer=tf.keras.optimizers.Adam(alpha_learning_rate),
       gamma=gamma, target_update_tau=target_update_tau, dr3_coefficient=dr3_coefficient, seed=seed)
   if agent_name == "sac":
-    agent = agents.Dr3SacAgent(**common)
+    agent = sac.Dr3SacAgent(**common)
   elif agent_name == "cql_sac":
-    agent = agents.Dr3CqlSacAgent(**common)
+    agent = cql_sac.Dr3CqlSacAgent(**common)
   else:
     behavior = networks.RegularizedActorNetwork(observation_spec, action_spec, image_observations=image_observations,
                                      seed=seed + 1, name="BehaviorNetwork")
-    agent = agents.BracAgent(behavior_network=behavior, **common)
+    agent = brac.BracAgent(behavior_network=behavior, **common)
   agent.initialize()
   return agent
 
@@ -104,8 +106,7 @@ class ContinuousExperiment(tf.Module):
       metrics[name] = tf.cast(value, tf.float32)
     if "cql_loss" in metrics:
       metrics["cql_gap"] = metrics.pop("cql_loss")
-    metrics["alpha"] = tf.exp(self.agent._log_alpha)  # pylint: disable=protected-access
-    metrics.update(self.agent.metrics())  # BRAC reports its own (fixed) entropy weight as alpha
+    metrics.update(self.agent.metrics())  # critic diagnostics and the entropy weight as `alpha`
     return metrics
 
   def train_step(self) -> Dict[str, tf.Tensor]:
@@ -127,8 +128,7 @@ class ContinuousExperiment(tf.Module):
     """srank (delta = 0.01) of critic 1's features on a fixed batch of the data."""
     del iteration
     batch = self.replay.gather(tf.constant(self._srank_indices))
-    critic = self.agent._critic_network_1  # pylint: disable=protected-access
-    _, features = critic.features_and_q((batch["observation"], tf.cast(batch["action"], tf.float32)))
+    _, features = self.agent.critic_features(batch["observation"], batch["action"])
     return {"srank": float(diagnostics.srank(features))}
 
   def run_info(self) -> Dict[str, Any]:

@@ -87,6 +87,11 @@ class FeatureCriticNetwork(_ZeroBuildMixin, network.Network):
                     for i, n in enumerate(hidden_units)]
     self._q_head = tf.keras.layers.Dense(1, name="q_head")
 
+  @property
+  def encoder(self):
+    """The image encoder (None for vector observations)."""
+    return self._encoder
+
   def copy(self, **kwargs):
     # tf-agents copies the critic for critic 2 and the targets by re-calling the constructor.
     return type(self)(self.input_tensor_spec, hidden_units=self._hidden_units,

@@ -1,0 +1,165 @@
+"""What SAC, CQL-SAC and BRAC share: DR3 on the critic, checkpointable randomness, public accessors.
+
+DR3 (Kumar et al. 2022): c0 * dr3_penalty(phi(s, a), phi(s', a')) with phi the critic's last hidden layer, a'
+the action the backup evaluates (a' ~ pi(s')), computed for each of the two critics on the *online* networks.
+The penalty is added inside the critic loss, which tf-agents scales by `critic_loss_weight` (0.5) together
+with the two TD losses: the objective is 0.5 * (TD1 + TD2) + c0 * (DR3_1 + DR3_2) / 2, i.e. c0 multiplies the
+mean of the two critics' penalties. `c0` is a tf.Variable (changing it never retraces).
+
+Random numbers: tf-agents samples with stateful ops seeded by Python ints, whose state is not checkpointed.
+Here every draw (policy samples, CQL's uniform actions) uses stateless ops seeded from a checkpointed
+`tf.random.Generator`, so a resumed run continues exactly as an uninterrupted one.
+"""
+from typing import Dict, Tuple
+
+import tensorflow as tf
+from tf_agents.networks import network
+from tf_agents.utils import common
+from tf_agents.utils import nest_utils
+
+from batch_rl_dr3 import diagnostics
+from batch_rl_dr3 import regularizers
+from batch_rl_dr3.continuous import losses
+
+# Per-step critic diagnostics written by the critic loss (variables, so a compiled step can return them).
+CRITIC_METRICS = ("td_loss", "dr3", "dot_product", "feature_norm", "q_data", "target_q")
+
+
+class Dr3CriticMixin:
+  """DR3 critic loss + stateless sampling + public accessors, mixed into tf-agents' SacAgent / CqlSacAgent.
+
+  tf-agents keeps the networks in private attributes (`_critic_network_1`, `_log_alpha`, ...): only this mixin
+  reads them, and everything else (the experiment, diagnostics, tests) goes through the accessors below.
+  `tests/test_continuous_tf_agents_contract.py` fails if tf-agents renames what is read or overridden here.
+  """
+
+  def _init_dr3(self, dr3_coefficient: float, seed: int, max_q_backup: bool, num_backup_samples: int):
+    self._dr3_coefficient = tf.Variable(float(dr3_coefficient), trainable=False, name="dr3_coefficient")
+    self._seed_rng = tf.random.Generator.from_seed(seed)
+    self._max_q_backup = max_q_backup
+    self._num_backup_samples = num_backup_samples
+    self.critic_metrics = {name: tf.Variable(0.0, trainable=False, name=f"metric_{name}")
+                           for name in CRITIC_METRICS}
+
+  @property
+  def critic_networks(self) -> Tuple[network.Network, network.Network]:
+    """The two online critics (FeatureCriticNetwork)."""
+    return self._critic_network_1, self._critic_network_2
+
+  @property
+  def target_critic_networks(self) -> Tuple[network.Network, network.Network]:
+    return self._target_critic_network_1, self._target_critic_network_2
+
+  @property
+  def actor_network(self) -> network.Network:
+    return self._actor_network
+
+  def critic_features(self, observation, action, training=False):
+    """(q [B], penultimate features [B, d]) of critic 1 at (s, a)."""
+    return self._critic_network_1.features_and_q((observation, tf.cast(action, tf.float32)), training=training)
+
+  def entropy_weight(self) -> tf.Tensor:
+    """The weight of -log pi(a'|s') in the target and of log pi in the actor loss (SAC's trained temperature)."""
+    return tf.exp(self._log_alpha)
+
+  @property
+  def dr3_coefficient(self) -> tf.Variable:
+    return self._dr3_coefficient
+
+  @property
+  def seed_generator(self) -> tf.random.Generator:
+    return self._seed_rng
+
+  def _next_seed(self):
+    # TFP takes stateless seeds as int32 [2]; the generator makes int64 ones.
+    return tf.cast(self._seed_rng.make_seeds(1)[:, 0], tf.int32)
+
+  def _action_distribution(self, time_steps, training=False):
+    batch_size = nest_utils.get_outer_shape(time_steps, self._time_step_spec)[0]
+    policy = self._train_policy if training else self._policy
+    return policy.distribution(time_steps, policy_state=policy.get_initial_state(batch_size)).action
+
+  def _actions_and_log_probs(self, time_steps, training=False):
+    distribution = self._action_distribution(time_steps, training)
+    actions = tf.nest.map_structure(lambda d: d.sample(seed=self._next_seed()), distribution)
+    return actions, common.log_probability(distribution, actions, self.action_spec)
+
+  def _sample_and_transpose_actions_and_log_probs(self, time_steps, num_action_samples, training=False):
+    """[B, N, ...] actions and [B, N] log-probs, N samples per state."""
+    distribution = self._action_distribution(time_steps, training)
+    actions = tf.nest.map_structure(lambda d: d.sample(num_action_samples, seed=self._next_seed()),
+                                    distribution)
+    log_pi = common.log_probability(distribution, actions, self.action_spec)
+    swap = lambda t: tf.transpose(t, [1, 0] + list(range(2, t.shape.rank)))
+    return swap(actions), swap(log_pi)
+
+  def _tiled_q(self, network, observation, actions_bn, step_type):
+    """Q of N actions per state: observation [B, ...], actions [B, N, d] -> [B, N]."""
+    batch, num = tf.shape(actions_bn)[0], tf.shape(actions_bn)[1]
+    tiled_obs = tf.nest.map_structure(lambda o: tf.repeat(o, num, axis=0), observation)
+    flat_actions = tf.reshape(actions_bn, [batch * num, -1])
+    q, _ = network((tiled_obs, flat_actions), tf.repeat(step_type, num, axis=0), training=False)
+    return tf.reshape(q, [batch, num])
+
+  def _backup_value(self, next_time_steps, include_entropy: bool):
+    """V(s') used by the target, and the action a' ~ pi(s') it evaluates (the one DR3 pairs with s')."""
+    next_actions, next_log_pis = self._actions_and_log_probs(next_time_steps, training=False)
+    if self._max_q_backup:
+      # CQL's max-Q backup: max over N policy samples of each target critic, then the min of the two.
+      sampled, _ = self._sample_and_transpose_actions_and_log_probs(
+          next_time_steps, self._num_backup_samples, training=False)
+      q1 = self._tiled_q(self._target_critic_network_1, next_time_steps.observation, sampled,
+                         next_time_steps.step_type)
+      q2 = self._tiled_q(self._target_critic_network_2, next_time_steps.observation, sampled,
+                         next_time_steps.step_type)
+      value = tf.minimum(tf.reduce_max(q1, axis=1), tf.reduce_max(q2, axis=1))
+    else:
+      target_input = (next_time_steps.observation, next_actions)
+      q1, _ = self._target_critic_network_1(target_input, next_time_steps.step_type, training=False)
+      q2, _ = self._target_critic_network_2(target_input, next_time_steps.step_type, training=False)
+      value = tf.minimum(q1, q2)
+    if include_entropy:
+      value -= self.entropy_weight() * next_log_pis
+    return value, next_actions
+
+  def _dr3_critic_loss(self, time_steps, actions, next_time_steps, td_errors_loss_fn, gamma,
+                       reward_scale_factor, weights, training, include_entropy, value_penalty=None):
+    """TD loss of both critics (tf-agents' form) + c0 * (DR3_1 + DR3_2); records CRITIC_METRICS."""
+    with tf.name_scope("critic_loss"):
+      next_value, next_actions = self._backup_value(next_time_steps, include_entropy)
+      if value_penalty is not None:
+        next_value -= value_penalty
+      td_targets = losses.bellman_target(next_time_steps.reward, next_time_steps.discount, next_value,
+                                         gamma=gamma, reward_scale=reward_scale_factor)
+      # (s, a) and (s', a') go through each critic as one batch: half the kernel launches of two passes.
+      batch_size = tf.shape(actions)[0]
+      joint_input = (tf.nest.map_structure(lambda x, y: tf.concat([x, y], 0), time_steps.observation,
+                                           next_time_steps.observation),
+                     tf.concat([tf.cast(actions, tf.float32), tf.cast(next_actions, tf.float32)], 0))
+      joint_q1, joint_phi1 = self._critic_network_1.features_and_q(joint_input, training=training)
+      joint_q2, joint_phi2 = self._critic_network_2.features_and_q(joint_input, training=training)
+      q1, q2 = joint_q1[:batch_size], joint_q2[:batch_size]
+      phi1, next_phi1 = joint_phi1[:batch_size], joint_phi1[batch_size:]
+      phi2, next_phi2 = joint_phi2[:batch_size], joint_phi2[batch_size:]
+      td_loss = td_errors_loss_fn(td_targets, q1) + td_errors_loss_fn(td_targets, q2)
+      aggregated = common.aggregate_losses(
+          per_example_loss=td_loss, sample_weight=weights,
+          regularization_loss=self._critic_network_1.losses + self._critic_network_2.losses)
+      dr3 = regularizers.dr3_penalty(phi1, next_phi1) + regularizers.dr3_penalty(phi2, next_phi2)
+      values = {
+          "td_loss": aggregated.total_loss,
+          "dr3": dr3 / 2.0,
+          "dot_product": tf.reduce_mean(regularizers.feature_dot_products(phi1, next_phi1)),
+          "feature_norm": diagnostics.mean_feature_norm(phi1),
+          "q_data": tf.reduce_mean(q1),
+          "target_q": tf.reduce_mean(td_targets),
+      }
+      for name, value in values.items():
+        self.critic_metrics[name].assign(tf.cast(value, tf.float32))
+      return aggregated.total_loss + self._dr3_coefficient * dr3
+
+  def metrics(self) -> Dict[str, tf.Tensor]:
+    """The critic diagnostics of the last critic loss, and the entropy weight as `alpha`."""
+    out = {name: var.read_value() for name, var in self.critic_metrics.items()}
+    out["alpha"] = self.entropy_weight()
+    return out
