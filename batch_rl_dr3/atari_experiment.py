@@ -98,8 +98,7 @@ class AtariExperiment:
 
   def _check_actions(self, num_actions: int) -> None:
     """Dataset actions must index the game's minimal action set (a folder of another game would not)."""
-    column = fixed_replay._int_columns(self.replay.stack_size)["action"].start  # pylint: disable=protected-access
-    actions = self.replay.int_table[:self.replay.count, column].numpy()
+    actions = self.replay.dataset_actions()
     if actions.size and (actions.max() >= num_actions or actions.min() < 0):
       raise DataError(f"{self.replay.directory}: stored actions range over [{actions.min()}, {actions.max()}] but "
                       f"{self.game} has {num_actions} actions; is this the {self.game} dataset?")

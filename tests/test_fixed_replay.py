@@ -8,6 +8,7 @@ import pytest
 import batch_rl_dr3  # noqa: F401
 from batch_rl_dr3.data import dqn_replay
 from batch_rl_dr3.data import fixed_replay
+from batch_rl_dr3.data import frame_store
 from batch_rl_dr3.data.replay_cache import ReplayCache
 from batch_rl_dr3.errors import ConfigError, DataError
 from tests.replay_fixtures import (dopamine_batch, dopamine_valid_indices, frame_step, load_dopamine,
@@ -173,7 +174,7 @@ def test_frames_are_stored_once(tmp_path):
 def test_frames_span_several_copy_chunks(tmp_path):
   """Loads copy frames in chunks of a few thousand rows: a checkpoint bigger than several of them holds every
   row in place, from the .gz, through a cache miss and from a cache hit."""
-  rows = 2 * fixed_replay._COPY_ROWS + 517  # pylint: disable=protected-access
+  rows = 2 * frame_store.COPY_ROWS + 517
   directory = write_run(tmp_path / "data", num_checkpoints=2, capacity=rows, seed=9)
   want = np.concatenate([dqn_replay.load_checkpoint(directory, s)["observation"] for s in (0, 1)])
   for cache_dir in (None, str(tmp_path / "cache"), str(tmp_path / "cache")):
@@ -343,3 +344,12 @@ def test_memory_bounded_swaps_read_the_cache(tmp_path):
     for name in want:
       np.testing.assert_array_equal(ours[name], want[name], err_msg=name)
   assert swaps >= 2 and bounded.cache_hits == 1 + swaps  # every swap read the cache, none the .gz files
+
+
+def test_dataset_actions_are_the_files_actions_at_the_valid_rows(tmp_path):
+  """The public accessor other modules use (the Atari experiment checks actions against the game with it)."""
+  directory = write_run(tmp_path, num_checkpoints=2, capacity=120, seed=5)
+  replay = fixed_replay.FixedReplay.from_checkpoints(directory, [0, 1])
+  want = np.concatenate([dqn_replay.load_checkpoint(directory, s)["action"][replay.valid_indices(p)]
+                         for p, s in enumerate([0, 1])])
+  np.testing.assert_array_equal(replay.dataset_actions(), want)
