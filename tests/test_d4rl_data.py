@@ -1,6 +1,7 @@
 """D4RL loaders on tiny files in the real formats: raw D4RL hdf5 (h5py), the REAL TFDS `d4rl_mujoco_*` builder
 prepared offline from such a file, and our hdf5 -> RLDS converter read back with `tfds.builder_from_directory`.
-Episode splitting is checked against TFDS's own `d4rl.dataset_utils.generate_examples`."""
+Episode splitting is checked against TFDS's own `d4rl.dataset_utils.generate_examples`; the default transitions
+against a transcription of D4RL's own `qlearning_dataset` loop (`d4rl_qlearning_dataset` below)."""
 import h5py
 import numpy as np
 import pytest
@@ -51,6 +52,114 @@ def expected_transitions(data):
   return {k: np.asarray([r[i] for r in rows], np.float32) for i, k in enumerate(keys)}
 
 
+def d4rl_qlearning_dataset(dataset, terminate_on_end=False):
+  """The loop of D4RL's `qlearning_dataset` (Farama-Foundation/D4RL d4rl/__init__.py), transcribed line by line
+  for a dataset with `timeouts` (our loaders require them). The independent reference of the 'd4rl' rule."""
+  n = dataset["rewards"].shape[0]
+  obs_, next_obs_, action_, reward_, done_ = [], [], [], [], []
+  for i in range(n - 1):
+    obs = dataset["observations"][i].astype(np.float32)
+    new_obs = dataset["observations"][i + 1].astype(np.float32)
+    action = dataset["actions"][i].astype(np.float32)
+    reward = dataset["rewards"][i].astype(np.float32)
+    done_bool = bool(dataset["terminals"][i])
+    final_timestep = dataset["timeouts"][i]
+    if (not terminate_on_end) and final_timestep:
+      continue
+    obs_.append(obs)
+    next_obs_.append(new_obs)
+    action_.append(action)
+    reward_.append(reward)
+    done_.append(done_bool)
+  return {"observations": np.array(obs_), "actions": np.array(action_), "next_observations": np.array(next_obs_),
+          "rewards": np.array(reward_), "terminals": np.array(done_)}
+
+
+def as_ours(q):
+  """D4RL's output keys -> ours (discount = 1 - done)."""
+  return {"observation": q["observations"], "action": q["actions"], "reward": q["rewards"],
+          "next_observation": q["next_observations"], "discount": 1.0 - q["terminals"].astype(np.float32)}
+
+
+def edge_case_arrays(next_observations):
+  """Every edge case of the D4RL rule in one file of 16 rows: a terminal mid-file (row 2), a time-out (row 5),
+  a row with BOTH terminal and time-out set (row 9), a terminal on the file's last row (row 15)."""
+  return d4rl_arrays(n=16, terminal_rows=(2, 9, 15), timeout_rows=(5, 9), seed=3, next_observations=next_observations)
+
+
+def sort_rows(t):
+  order = np.lexsort(np.concatenate([t["observation"], t["action"]], axis=1).T)
+  return {k: v[order] for k, v in t.items()}
+
+
+@pytest.mark.parametrize("with_next", [False, True])
+def test_hdf5_transitions_equal_d4rl_qlearning_dataset(tmp_path, with_next):
+  data = edge_case_arrays(with_next)
+  path = str(tmp_path / "halfcheetah_medium.hdf5")
+  d4rl.write_d4rl_hdf5(path, data)
+  got, _ = d4rl.load_d4rl("halfcheetah-medium-v0", hdf5_path=path)  # transitions='d4rl' is the default
+  want = as_ours(d4rl_qlearning_dataset(data))
+  # 15 rows i < N-1, minus time-outs 5 and 9 (9 is also terminal): 13; the terminal on row 15 is dropped.
+  assert len(want["reward"]) == 13
+  assert_transitions_equal(got, want)  # exact, file order; next_observations (when present) ignored like D4RL
+  np.testing.assert_array_equal(got["next_observation"][2], data["observations"][3])  # s' after a terminal
+  assert got["discount"].tolist().count(0.0) == 1
+
+
+@pytest.mark.parametrize("with_next", [False, True])
+@pytest.mark.parametrize("path_kind", ["tfds", "rlds"])
+def test_episode_paths_equal_d4rl_but_where_rlds_lost_the_rows(tmp_path, with_next, path_kind):
+  """Through TFDS's real builder and through our RLDS converter: D4RL's transitions, except the three documented
+  cases the RLDS episode cannot express (module docstring of data/d4rl.py)."""
+  data = edge_case_arrays(with_next)
+  path = str(tmp_path / "halfcheetah_medium.hdf5")
+  d4rl.write_d4rl_hdf5(path, data)
+  if path_kind == "tfds":
+    d4rl.prepare_tfds_from_hdf5("halfcheetah-medium-v0", path, str(tmp_path / "tfds"))
+    got, _ = d4rl.load_d4rl("halfcheetah-medium-v0", data_dir=str(tmp_path / "tfds"))
+  else:
+    rlds_dir = d4rl.convert_hdf5_to_rlds(path, str(tmp_path / "rlds"), name="halfcheetah_medium")
+    got, _ = d4rl.load_d4rl("halfcheetah-medium-v0", rlds_dir=rlds_dir)
+  want = as_ours(d4rl_qlearning_dataset(data))
+  # (2) the terminal on the last row and (3) the row with both flags are kept as terminal transitions.
+  extra_rows = [9, 15]
+  for key, column in (("observation", "observations"), ("action", "actions"), ("reward", "rewards")):
+    want[key] = np.concatenate([want[key], data[column][extra_rows].astype(np.float32)])
+  want["next_observation"] = np.concatenate([want["next_observation"], np.zeros((2, 17), np.float32)])
+  want["discount"] = np.concatenate([want["discount"], np.zeros(2, np.float32)])
+  got, want = sort_rows(got), sort_rows(want)
+  assert len(got["reward"]) == len(want["reward"]) == 15
+  terminal = want["discount"] == 0.0
+  assert terminal.sum() == 3
+  # (1) the s' of terminal transitions is a placeholder: D4RL's next row vs the RLDS observation-only step.
+  want["next_observation"][terminal] = got["next_observation"][terminal]
+  assert_transitions_equal(got, want)
+  placeholders = got["next_observation"][terminal]
+  if with_next and path_kind == "rlds":  # our converter: that episode's next_observations row
+    rows = [int(np.flatnonzero(np.all(data["observations"] == o, axis=1))[0]) for o in got["observation"][terminal]]
+    assert sorted(rows) == [2, 9, 15]
+    np.testing.assert_array_equal(placeholders, data["next_observations"][rows])
+  elif with_next:  # TFDS's builder: the file's LAST next_observations row, for every episode
+    np.testing.assert_array_equal(placeholders, np.repeat(data["next_observations"][-1:], 3, axis=0))
+  else:
+    np.testing.assert_array_equal(placeholders, np.zeros_like(placeholders))
+
+
+def test_rlds_rule_keeps_time_out_transitions_with_next_observations(tmp_path):
+  data = edge_case_arrays(next_observations=True)
+  path = str(tmp_path / "halfcheetah_medium.hdf5")
+  d4rl.write_d4rl_hdf5(path, data)
+  got, _ = d4rl.load_d4rl("halfcheetah-medium-v0", hdf5_path=path, transitions="rlds")
+  # D4RL's 13 + the time-out row 5 (bootstrapping from next_observations[5]) + rows 9 and 15 (terminals).
+  assert len(got["reward"]) == 16
+  row5 = np.flatnonzero(np.all(got["observation"] == data["observations"][5], axis=1))
+  assert len(row5) == 1
+  np.testing.assert_array_equal(got["next_observation"][row5[0]], data["next_observations"][5])
+  assert got["discount"][row5[0]] == 1.0
+  with pytest.raises(ConfigError, match="load_d4rl.transitions='qlearning'; expected one of"):
+    d4rl.load_d4rl("halfcheetah-medium-v0", hdf5_path=path, transitions="qlearning")
+
+
 def assert_transitions_equal(got, want):
   assert set(got) == set(want)
   for k in want:
@@ -77,7 +186,7 @@ def test_hdf5_transitions_by_hand(tmp_path, with_next):
   data = d4rl_arrays(next_observations=with_next)
   path = str(tmp_path / "halfcheetah_medium.hdf5")
   d4rl.write_d4rl_hdf5(path, data)
-  got, source = d4rl.load_d4rl("halfcheetah-medium-v0", hdf5_path=path)
+  got, source = d4rl.load_d4rl("halfcheetah-medium-v0", hdf5_path=path, transitions="rlds")
   assert source == f"hdf5:{path}"
   want = expected_transitions(data)
   # 5 (terminal) + 4 (time-out loses its last step) + 3 (unfinished tail) without next_observations.
@@ -109,7 +218,7 @@ def test_real_tfds_builder_prepared_from_local_hdf5(tmp_path):
   assert builder.info.splits["train"].num_examples == 3  # episodes
   lengths = sorted(len(e["steps"]) for e in tfds.as_numpy(builder.as_dataset(split="train")))
   assert lengths == [4, 5, 6]  # time-out 5, tail 4, terminal 5 + the observation-only terminal step
-  got, source = d4rl.load_d4rl("halfcheetah-medium-v0", data_dir=data_dir)
+  got, source = d4rl.load_d4rl("halfcheetah-medium-v0", data_dir=data_dir, transitions="rlds")
   assert source == "tfds:d4rl_mujoco_halfcheetah/v0-medium"
   want = expected_transitions(data)
   # TFDS may store episodes in any order: compare as sets of rows.
@@ -136,6 +245,7 @@ def test_kitchen_hdf5_converted_to_rlds_reads_back_identically(tmp_path):
 def test_reward_scaling_and_prefix():
   data = d4rl_arrays()
   arrays = d4rl.hdf5_transitions(data, "x")
+  assert len(arrays["reward"]) == 12  # 13 rows i < N-1, minus the time-out row 9
   scaled = d4rl.scale_rewards(arrays, 4.0, -0.5)
   np.testing.assert_allclose(scaled["reward"], 4.0 * (arrays["reward"] - 0.5), rtol=1e-6)
 

@@ -13,13 +13,31 @@ next_observation / discount, see `batch_rl_dr3.data.rlds`):
   own `download_and_prepare` turns it into RLDS episodes. `convert_hdf5_to_rlds` writes any D4RL hdf5
   (kitchen included) as an RLDS TFDS dataset readable by `tfds.builder_from_directory`.
 
-Episode boundaries follow TFDS's `d4rl/dataset_utils.generate_examples`: an episode ends where
-`terminals | timeouts`; an episode that ends in a terminal (or any episode when the file has
-next_observations) gets one extra observation-only step (is_last; is_terminal iff it ended in a terminal;
-zeros if there is no next observation, which is fine since a terminal transition never bootstraps). A
-timed-out episode without next_observations yields no transition for its last step. One deliberate
-difference: the extra step's observation is `next_observations[end - 1]` of *that* episode, where TFDS takes
-the last row of the whole file's next_observations.
+Which transitions (`load_d4rl.transitions`):
+
+* 'd4rl' (the default): D4RL's own `d4rl.qlearning_dataset(env, terminate_on_end=False)` (Farama-Foundation/D4RL
+  `d4rl/__init__.py`), the transitions every published D4RL result (CQL, BRAC, the DR3 paper's Table 2) trained
+  on. For each row i < N - 1 of the file: skip it if `timeouts[i]` (also when `terminals[i]` is set too);
+  otherwise (observations[i], actions[i], rewards[i], observations[i + 1], done = terminals[i]). So the last row
+  of the file never makes a transition (even a terminal one), a time-out row never does, `next_observations` in
+  the file are ignored, and the s' of a terminal transition is the next row: the first observation of the next
+  episode, a placeholder (discount 0 stops bootstrapping; the continuous agents mask DR3 there).
+* 'rlds': the RLDS episodes of TFDS's `d4rl/dataset_utils.generate_examples` paired step by step (see
+  `batch_rl_dr3.data.rlds`): an episode ends where `terminals | timeouts`; an episode that ends in a terminal
+  (or any episode when the file has next_observations) gets one observation-only step (is_last; is_terminal
+  iff it ended in a terminal; zeros if there is no next observation). This keeps what D4RL drops: the
+  time-out transition bootstraps from next_observations when the file has them, a terminal on the last row
+  and a row with both flags (a terminal) stay. Our one difference from TFDS: the observation-only step takes
+  `next_observations[end - 1]` of *that* episode, where TFDS takes the last row of the whole file's
+  next_observations (so through a TFDS-prepared dataset 'rlds' bootstraps time-outs from a wrong s').
+
+The raw hdf5 path gives exactly D4RL's transitions in every case (in file order). The TFDS / RLDS paths read
+episodes, which cannot say everything the hdf5 rows say: in 'd4rl' mode they drop the time-out transitions
+as D4RL does, and differ only where the RLDS episode has lost the information (TFDS shuffles episodes and
+`generate_examples` keeps only the terminal flag of a row): (1) the placeholder s' of a terminal transition is
+the episode's observation-only step, not the next episode's first row; (2) a terminal on the file's last row
+is kept; (3) a row with both terminal and timeout set is kept as a terminal transition. (2) and (3) are at most
+one transition per such row; `tests/test_d4rl_data.py` checks all of it against a transcription of D4RL's loop.
 """
 import json
 import os
@@ -44,6 +62,7 @@ _ANTMAZE_TASK = re.compile(r"^antmaze-(umaze|umaze-diverse|medium-play|medium-di
 _GYM_TASK = re.compile(r"^(halfcheetah|hopper|walker2d|ant)-(.+)-v([0-2])$")
 _ADROIT_TASK = re.compile(r"^(pen|hammer|door|relocate)-(human|cloned|expert)-v([01])$")
 KITCHEN_TASKS = ("kitchen-complete-v0", "kitchen-partial-v0", "kitchen-mixed-v0")
+TRANSITION_RULES = ("d4rl", "rlds")
 
 
 def tfds_name(task: str) -> str:
@@ -164,8 +183,38 @@ def hdf5_episodes(data: Dict[str, np.ndarray]) -> Iterator[Dict[str, np.ndarray]
     begin = end
 
 
-def hdf5_transitions(data: Dict[str, np.ndarray], source: str) -> Dict[str, np.ndarray]:
-  """D4RL arrays -> transition arrays, through RLDS episodes and the size-2 window of `rlds`."""
+def qlearning_transitions(data: Dict[str, np.ndarray], source: str) -> Dict[str, np.ndarray]:
+  """D4RL arrays -> D4RL's `qlearning_dataset(terminate_on_end=False)` transitions, in file order.
+
+  Rows i < N - 1 without a time-out; s' = observations[i + 1]; discount = 1 - terminals[i] (module docstring).
+  """
+  observations = np.asarray(data["observations"])
+  timeouts = np.asarray(data["timeouts"]).reshape(-1).astype(bool)
+  terminals = np.asarray(data["terminals"]).reshape(-1).astype(bool)
+  rows = np.flatnonzero(~timeouts[:-1])
+  if len(rows) == 0:
+    raise DataError(f"{source}: no transitions (every row but the last is a time-out, or the file has one row)")
+  arrays = {
+      "observation": observations[rows],
+      "action": np.asarray(data["actions"])[rows],
+      "reward": np.asarray(data["rewards"]).reshape(len(observations))[rows],
+      "next_observation": observations[rows + 1],
+      "discount": 1.0 - terminals[rows],
+  }
+  return rlds.normalise_dtypes(arrays, source)
+
+
+def check_transition_rule(transitions: str) -> None:
+  if transitions not in TRANSITION_RULES:
+    raise ConfigError(f"load_d4rl.transitions={transitions!r}; expected one of {TRANSITION_RULES} ('d4rl' = "
+                      f"D4RL's qlearning_dataset, 'rlds' = TFDS's RLDS episodes paired step by step)")
+
+
+def hdf5_transitions(data: Dict[str, np.ndarray], source: str, transitions: str = "d4rl") -> Dict[str, np.ndarray]:
+  """D4RL arrays -> transition arrays by the rule `transitions` (module docstring)."""
+  check_transition_rule(transitions)
+  if transitions == "d4rl":
+    return qlearning_transitions(data, source)
   return rlds.numpy_episodes_to_transitions(list(hdf5_episodes(data)), source)
 
 
@@ -216,11 +265,16 @@ def convert_hdf5_to_rlds(hdf5_path: str, data_dir: str, name: str = "d4rl_raw",
   return str(builder.data_dir)
 
 
-def tfds_transitions(builder, source: str, split: str = "train",
-                     max_transitions: Optional[int] = None) -> Dict[str, np.ndarray]:
-  """Transition arrays from a prepared TFDS/RLDS builder (episodes in stored order)."""
+def tfds_transitions(builder, source: str, split: str = "train", max_transitions: Optional[int] = None,
+                     transitions: str = "rlds") -> Dict[str, np.ndarray]:
+  """Transition arrays from a prepared TFDS/RLDS builder (episodes in stored order).
+
+  transitions='d4rl' drops the time-out transitions as D4RL's qlearning_dataset does (module docstring).
+  """
+  check_transition_rule(transitions)
   episodes = builder.as_dataset(split=split, shuffle_files=False)
-  return rlds.transitions_to_arrays(rlds.episodes_to_transitions(episodes), source, max_transitions)
+  pairs = rlds.episodes_to_transitions(episodes, keep_truncation_transitions=transitions == "rlds")
+  return rlds.transitions_to_arrays(pairs, source, max_transitions)
 
 
 # --------------------------------------------------------------------------------------------- entry point
@@ -236,7 +290,7 @@ def scale_rewards(transitions: Dict[str, np.ndarray], reward_scale: float, rewar
 @gin.configurable
 def load_d4rl(task: str = gin.REQUIRED, data_dir: Optional[str] = None, hdf5_path: Optional[str] = None,
               rlds_dir: Optional[str] = None, max_transitions: Optional[int] = None, reward_scale: float = 1.0,
-              reward_bias: float = 0.0) -> Tuple[Dict[str, np.ndarray], str]:
+              reward_bias: float = 0.0, transitions: str = "d4rl") -> Tuple[Dict[str, np.ndarray], str]:
   """Transition arrays of a D4RL task, and a one-line description of where they came from.
 
   Args:
@@ -246,9 +300,12 @@ def load_d4rl(task: str = gin.REQUIRED, data_dir: Optional[str] = None, hdf5_pat
     rlds_dir: a directory written by `convert_hdf5_to_rlds` (or any RLDS TFDS dataset folder).
     max_transitions: keep only the first this-many transitions (for smoke tests).
     reward_scale, reward_bias: r <- reward_scale * (r + reward_bias).
+    transitions: 'd4rl' (D4RL's qlearning_dataset, the default) or 'rlds' (TFDS's episodes, keeping what D4RL
+      drops); see the module docstring.
   """
+  check_transition_rule(transitions)
   if hdf5_path:
-    data = hdf5_transitions(read_d4rl_hdf5(hdf5_path), hdf5_path)
+    data = hdf5_transitions(read_d4rl_hdf5(hdf5_path), hdf5_path, transitions)
     if max_transitions is not None:
       data = {k: v[:max_transitions] for k, v in data.items()}
     source = f"hdf5:{hdf5_path}"
@@ -256,7 +313,8 @@ def load_d4rl(task: str = gin.REQUIRED, data_dir: Optional[str] = None, hdf5_pat
     if not tf.io.gfile.exists(os.path.join(rlds_dir, "dataset_info.json")):
       raise DataError(f"{rlds_dir}: no dataset_info.json; expected a TFDS/RLDS dataset directory "
                       f"(e.g. written by convert_hdf5_to_rlds)")
-    data = tfds_transitions(tfds.builder_from_directory(rlds_dir), rlds_dir, max_transitions=max_transitions)
+    data = tfds_transitions(tfds.builder_from_directory(rlds_dir), rlds_dir, max_transitions=max_transitions,
+                            transitions=transitions)
     source = f"rlds:{rlds_dir}"
   else:
     name = tfds_name(task)
@@ -265,7 +323,7 @@ def load_d4rl(task: str = gin.REQUIRED, data_dir: Optional[str] = None, hdf5_pat
       raise DataError(f"TFDS dataset {name} is not prepared in data_dir={builder.data_dir}; prepare it with "
                       f"tfds.builder('{name}').download_and_prepare() or, from a local hdf5 file, "
                       f"batch_rl_dr3.data.d4rl.prepare_tfds_from_hdf5('{task}', path, data_dir)")
-    data = tfds_transitions(builder, name, max_transitions=max_transitions)
+    data = tfds_transitions(builder, name, max_transitions=max_transitions, transitions=transitions)
     source = f"tfds:{name}"
   if reward_scale != 1.0 or reward_bias != 0.0:
     data = scale_rewards(data, reward_scale, reward_bias)

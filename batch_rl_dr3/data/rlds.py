@@ -9,7 +9,8 @@ is_terminal), reward_t being the reward *for* action_t. A transition pairs step 
 
 `is_terminal` (the environment ended: no bootstrap) is kept apart from `is_last` (the episode was cut, e.g.
 by a time limit: bootstrap continues). The last step of a timed-out episode recorded without a next observation
-has no step t+1, so it yields no transition (TFDS's generate_examples semantics). The `rlds` package would do
+has no step t+1, so it yields no transition (TFDS's generate_examples semantics). `keep_truncation_transitions=False`
+also drops the transition into the observation-only final step of a truncated episode (D4RL's rule, `data/d4rl.py`). The `rlds` package would do
 the windowing, but it imports dm-reverb at top level, which does not install here; `window_batch` is the same
 size/shift windowing (`rlds.transformations.batch(steps, size, shift, drop_remainder=True)`).
 """
@@ -58,17 +59,36 @@ def _pair_to_transition(pair):
   }
 
 
-def episode_to_transitions(episode) -> tf.data.Dataset:
-  """One RLDS episode (a dict with a `steps` dataset) -> its transitions (size-2 windows, shift 1)."""
+def _into_truncation_step(pair) -> tf.Tensor:
+  """True when the pair's second step is an observation-only final step of a *truncated* episode.
+
+  TFDS's `d4rl/dataset_utils.generate_examples` appends such a step (is_last, not is_terminal, discount 0) to
+  every time-out episode of a file that has next_observations; the last real row of a time-out episode recorded
+  without them is is_last with discount 1 and stays.
+  """
+  second_is_appended = tf.logical_and(pair["is_last"][1], tf.equal(pair["discount"][1], 0.0))
+  return tf.logical_and(second_is_appended, tf.logical_not(pair["is_terminal"][1]))
+
+
+def episode_to_transitions(episode, keep_truncation_transitions: bool = True) -> tf.data.Dataset:
+  """One RLDS episode (a dict with a `steps` dataset) -> its transitions (size-2 windows, shift 1).
+
+  keep_truncation_transitions=False drops the transition into the observation-only final step of a truncated
+  (timed-out) episode, as D4RL's `qlearning_dataset` drops every time-out row (see `data/d4rl.py`).
+  """
   steps = episode["steps"]
-  keep = ("observation", "action", "reward", "is_terminal")
+  keep = ("observation", "action", "reward", "discount", "is_last", "is_terminal")
   steps = steps.map(lambda step: {k: step[k] for k in keep})
-  return consecutive_pairs(steps).map(_pair_to_transition)
+  pairs = consecutive_pairs(steps)
+  if not keep_truncation_transitions:
+    pairs = pairs.filter(lambda pair: tf.logical_not(_into_truncation_step(pair)))
+  return pairs.map(_pair_to_transition)
 
 
-def episodes_to_transitions(episodes: tf.data.Dataset) -> tf.data.Dataset:
-  """An RLDS episode dataset -> the transitions of all its episodes, in order."""
-  return episodes.flat_map(episode_to_transitions)
+def episodes_to_transitions(episodes: tf.data.Dataset, keep_truncation_transitions: bool = True
+                            ) -> tf.data.Dataset:
+  """An RLDS episode dataset -> the transitions of all its episodes, in order (see `episode_to_transitions`)."""
+  return episodes.flat_map(lambda episode: episode_to_transitions(episode, keep_truncation_transitions))
 
 
 def transitions_to_arrays(transitions: tf.data.Dataset, source: str,
@@ -86,10 +106,10 @@ def transitions_to_arrays(transitions: tf.data.Dataset, source: str,
   if not columns["reward"]:
     raise DataError(f"{source}: no transitions (every episode has fewer than 2 steps, or the split is empty)")
   arrays = {k: np.concatenate(v, axis=0) for k, v in columns.items()}
-  return _normalise_dtypes(arrays, source)
+  return normalise_dtypes(arrays, source)
 
 
-def _normalise_dtypes(arrays: Dict[str, np.ndarray], source: str) -> Dict[str, np.ndarray]:
+def normalise_dtypes(arrays: Dict[str, np.ndarray], source: str) -> Dict[str, np.ndarray]:
   out = {}
   for k, v in arrays.items():
     if v.dtype == np.uint8:
