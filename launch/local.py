@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
+from launch import estimate as estimate_lib
 from launch import sweep as sweep_lib
 from batch_rl_dr3.errors import ConfigError
 
@@ -172,7 +173,8 @@ def _interrupt(signum, frame):
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m launch.local", description=__doc__.split("\n\n")[0])
   parser.add_argument("--sweep", required=True, help="A sweep file, or a name under launch/sweeps/ (smoke, table1...).")
-  parser.add_argument("--root", required=True, help="Folder under which each run gets <root>/<run name>.")
+  parser.add_argument("--root", default=None, help="Folder under which each run gets <root>/<run name> "
+                      "(required unless --estimate).")
   parser.add_argument("--log_dir", default=None, help="Local folder for the runs' launch.log files (default: "
                       "--root; required when --root is gs://).")
   parser.add_argument("--data_dir", default=None, help="Dataset root, the sweep's ${data_dir} "
@@ -185,7 +187,26 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--entry_point", default=None, help="Module to run instead of the sweep's entry_point.")
   parser.add_argument("--python", default=sys.executable, help="Python that runs the entry point.")
   parser.add_argument("--dry_run", action="store_true", help="Print each run's status and command; run nothing.")
+  add_estimate_arguments(parser)
   return parser.parse_args(argv)
+
+
+def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
+  """--estimate and its rates (launch/estimate.py); shared by the argparse launchers."""
+  parser.add_argument("--estimate", action="store_true", help="Print the sweep's gradient and evaluation steps "
+                      "and hours at the benchmarks' rates (and at the stated targets); launch nothing.")
+  parser.add_argument("--steps_per_second", type=float, default=None, help="--estimate: a target train rate "
+                      "(gradient steps/s per run) to price the sweep at, e.g. a TPU's.")
+  parser.add_argument("--eval_steps_per_second", type=float, default=None, help="--estimate: a target "
+                      "evaluation rate (agent steps/s per run).")
+  parser.add_argument("--benchmarks", default=estimate_lib.DEFAULT_BENCHMARKS, help="--estimate: the measured "
+                      "rates (benchmarks/run.py's results.json).")
+
+
+def print_estimate(args: argparse.Namespace, sweep: sweep_lib.Sweep, runs, data_dir: Optional[str]) -> None:
+  print(estimate_lib.report(sweep, runs, data_dir=data_dir, benchmarks=args.benchmarks,
+                            steps_per_second=args.steps_per_second,
+                            eval_steps_per_second=args.eval_steps_per_second))
 
 
 def main(argv: Sequence[str]) -> int:
@@ -194,6 +215,11 @@ def main(argv: Sequence[str]) -> int:
     sweep = sweep_lib.load_sweep(args.sweep)
     runs = sweep.select(sweep_lib.parse_only(args.only))
     data_dir = args.data_dir or sweep.default_data_dir
+    if args.estimate:
+      print_estimate(args, sweep, runs, data_dir)
+      return 0
+    if not args.root:
+      raise ConfigError("--root is required (the folder under which each run gets <root>/<run name>)")
     root = args.root if sweep_lib.is_remote(args.root) else os.path.abspath(args.root)
     log_root = os.path.abspath(args.log_dir) if args.log_dir else root
     if sweep_lib.is_remote(log_root) and not args.dry_run:

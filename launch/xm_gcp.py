@@ -53,6 +53,7 @@ from xmanager.cloud import vertex  # noqa: E402
 from xmanager.xm_local import executables as local_executables  # noqa: E402
 
 from batch_rl_dr3.errors import ConfigError  # noqa: E402
+from launch import estimate as estimate_lib  # noqa: E402
 from launch import sweep as sweep_lib  # noqa: E402
 
 DOCKERFILE = os.path.join(_REPO_ROOT, "launch", "Dockerfile")
@@ -84,6 +85,12 @@ flags.DEFINE_integer("ram_gib", 64, "RAM per job in GiB (CPU and GPU executors);
 flags.DEFINE_multi_string("only", [], "AXIS=LABEL[,LABEL]: launch only these runs (repeatable).")
 flags.DEFINE_string("experiment_title", None, "XManager experiment title (default: the sweep name).")
 flags.DEFINE_bool("dry_run", False, "Build and print every job spec; no GCP calls.")
+flags.DEFINE_bool("estimate", False, "Print the sweep's gradient / evaluation steps and hours at the benchmarks' "
+                  "rates and at --steps_per_second / --eval_steps_per_second; launch nothing (launch/estimate.py).")
+flags.DEFINE_float("steps_per_second", None, "--estimate: a target train rate per run (gradient steps/s).")
+flags.DEFINE_float("eval_steps_per_second", None, "--estimate: a target evaluation rate per run (agent steps/s).")
+flags.DEFINE_string("benchmarks", estimate_lib.DEFAULT_BENCHMARKS, "--estimate: the measured rates "
+                    "(benchmarks/run.py's results.json).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +222,11 @@ def main(argv):
       raise ConfigError("--sweep is required (a file, or one of table1, table2, brac_mujoco, smoke)")
     sweep = sweep_lib.load_sweep(FLAGS.sweep)
     runs = sweep.select(sweep_lib.parse_only(FLAGS.only))
+    if FLAGS.estimate:
+      print(estimate_lib.report(sweep, runs, data_dir=FLAGS.data_dir or sweep.default_data_dir,
+                                benchmarks=FLAGS.benchmarks, steps_per_second=FLAGS.steps_per_second,
+                                eval_steps_per_second=FLAGS.eval_steps_per_second))
+      return 0
     specs = build_job_specs(sweep, runs, FLAGS.root, data_dir=FLAGS.data_dir, accelerator=FLAGS.accelerator,
                             accelerator_count=FLAGS.accelerator_count, cpu=FLAGS.cpu, ram_gib=FLAGS.ram_gib)
     if FLAGS.dry_run:
