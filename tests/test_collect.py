@@ -178,3 +178,57 @@ def test_epsilon_greedy_mixes_uniform_and_greedy_actions():
   assert np.bincount(random_policy(6, seed=1)(states), minlength=6).min() > 3000
   with pytest.raises(ConfigError, match="epsilon"):
     epsilon_greedy(greedy, 4, 1.5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --policy=dqn: a DQN that learns from the replay it logs
+
+
+def _files(replay_logs):
+  return {name: open(os.path.join(replay_logs, name), "rb").read() for name in sorted(os.listdir(replay_logs))}
+
+
+def _learning_collect(out, seed):
+  from batch_rl_dr3.data.collect import LearningDQN
+  learner = LearningDQN(4, seed=seed, learning_starts=30, update_period=2, target_update_period=20,
+                        epsilon_decay_steps=40, batch_size=4)
+  before = learner.parameters()
+  result = collect("Breakout", 130, str(out), capacity=50, learner=learner, seed=seed, progress=False)
+  return learner, before, result
+
+
+def test_learning_dqn_logs_loadable_checkpoints_learns_and_is_reproducible(tmp_path):
+  learner, before, result = _learning_collect(tmp_path / "a", seed=0)
+  # Dopamine's schedule: a gradient step every 2nd agent step once add_count > 30 (3 padding rows per episode
+  # count in add_count), so about (130 - 30) / 2 steps; epsilon has decayed to epsilon_train.
+  assert 45 <= learner.gradient_steps <= 52 and learner.training_steps == 130
+  assert learner.epsilon() == pytest.approx(0.01)
+  after = learner.parameters()
+  assert any(np.abs(a - b).max() > 1e-6 for a, b in zip(after, before)), "the policy never learned"
+  # The checkpoints are the dataset format: Dopamine's buffer and ours read the same arrays.
+  assert result.suffixes == [0, 1, 2]
+  for suffix in result.suffixes:
+    ours = dqn_replay.load_checkpoint(result.replay_logs, suffix)
+    buffer = dopamine_load(result.replay_logs, suffix, 50)
+    for name in ("observation", "action", "reward", "terminal"):
+      np.testing.assert_array_equal(ours[name], buffer._store[name])  # pylint: disable=protected-access
+    assert int(ours["add_count"]) == int(buffer.add_count)
+    assert ours["action"].max() <= 3
+  batch = dopamine_load(result.replay_logs, 1, 50).sample_transition_batch(batch_size=4)
+  assert batch[0].shape == (4, 84, 84, 4)
+  # Same seed: the same files byte for byte; another seed: other actions.
+  _, _, again = _learning_collect(tmp_path / "b", seed=0)
+  assert _files(again.replay_logs) == _files(result.replay_logs)
+  _, _, other = _learning_collect(tmp_path / "c", seed=1)
+  assert not np.array_equal(dqn_replay.load_checkpoint(other.replay_logs, 1)["action"],
+                            dqn_replay.load_checkpoint(result.replay_logs, 1)["action"])
+
+
+def test_linearly_decaying_epsilon_is_dopamines():
+  from batch_rl_dr3.data.collect import linearly_decaying_epsilon
+  # Dopamine: epsilon + clip((1 - epsilon) * (decay + warmup - step) / decay, 0, 1 - epsilon)
+  assert linearly_decaying_epsilon(100, 0, 50, 0.01) == pytest.approx(1.0)
+  assert linearly_decaying_epsilon(100, 50, 50, 0.01) == pytest.approx(1.0)
+  assert linearly_decaying_epsilon(100, 100, 50, 0.01) == pytest.approx(0.01 + 0.99 * 0.5)
+  assert linearly_decaying_epsilon(100, 150, 50, 0.01) == pytest.approx(0.01)
+  assert linearly_decaying_epsilon(100, 10**6, 50, 0.01) == pytest.approx(0.01)

@@ -28,9 +28,25 @@ DQN Replay data does not have; Dopamine's `load` accepts its absence). Each chec
 a temporary folder next to ``replay_logs`` and its files are then renamed into place, so a killed collection
 leaves complete files only (a checkpoint with fewer than six files is ignored by every loader).
 
-Policies: ``random`` (uniform over the minimal action set) from the command line; the library function
-`collect` takes any policy (states uint8 [1, 84, 84, 4] -> actions [1]) and `epsilon_greedy` wraps a greedy
-one. The command line has no epsilon-greedy option: it would need a trained Q-network to be greedy about.
+Policies (``--policy``):
+
+* ``dqn`` — a DQN agent that **learns while it logs**, the way the DQN Replay dataset was made (Agarwal et al.
+  2020: "the logged replay of a DQN agent trained online", Dopamine's DQN with sticky actions): `LearningDQN`
+  acts epsilon-greedily on its Q-network, and after every stored step runs Dopamine's `DQNAgent._train_step`
+  schedule on the very buffer being logged (once ``add_count > learning_starts``: a gradient step every
+  ``update_period`` agent steps on a batch drawn from that buffer with Dopamine's own
+  `sample_transition_batch`, the target network copied every ``target_update_period`` agent steps; epsilon
+  decays linearly from 1 to ``epsilon_train`` over ``epsilon_decay_steps`` after the warm-up,
+  `dqn_agent.linearly_decaying_epsilon`). The checkpoints therefore hold the replay of a learning agent: early
+  suffixes near-random, later ones better. Defaults are Dopamine's `dqn.gin` (the config the dataset was logged
+  with) except the optimizer, RMSProp as in that file (lr 2.5e-4, decay 0.95, epsilon 1e-5, centered); scale
+  ``learning_starts`` / ``epsilon_decay_steps`` / ``target_update_period`` down with the budget for small datasets.
+  Batch indices come from the learner's own seeded generator (Dopamine's `sample_index_batch` rule: uniform in
+  the sampling range, rejected until `is_valid_transition`), so a collection is reproducible per seed.
+* ``random`` — uniform over the minimal action set (the default).
+
+The library function `collect` takes any policy (states uint8 [1, 84, 84, 4] -> actions [1]) or a `LearningDQN`
+as ``learner``, and `epsilon_greedy` wraps a greedy policy.
 """
 import dataclasses
 import os
@@ -75,6 +91,118 @@ def epsilon_greedy(greedy_policy: Policy, num_actions: int, epsilon: float, seed
     return np.where(explore, random_actions, greedy).astype(np.int32)
 
   return policy
+
+
+def linearly_decaying_epsilon(decay_period: int, step: int, warmup_steps: int, epsilon: float) -> float:
+  """Dopamine's `dqn_agent.linearly_decaying_epsilon`: 1 during warm-up, then linear down to `epsilon`."""
+  steps_left = decay_period + warmup_steps - step
+  bonus = (1.0 - epsilon) * steps_left / max(decay_period, 1)
+  return float(epsilon + np.clip(bonus, 0.0, 1.0 - epsilon))
+
+
+class LearningDQN:
+  """An online DQN that learns from the replay it is logging (module docstring): `act`, then `observe`.
+
+  Defaults: Dopamine `dqn.gin` (gamma 0.99, update horizon 1, min_replay_history 20000, update_period 4,
+  target_update_period 8000, epsilon_train 0.01, epsilon_decay_period 250000, RMSProp lr 0.00025 decay 0.95
+  epsilon 1e-5 centered, batch 32; Huber loss), the Nature torso of `networks.DQNNetwork`.
+  """
+
+  def __init__(self, num_actions: int, *, seed: int = 0, learning_starts: int = 20_000, update_period: int = 4,
+               target_update_period: int = 8_000, epsilon_train: float = 0.01,
+               epsilon_decay_steps: int = 250_000, batch_size: int = 32, gamma: float = 0.99,
+               learning_rate: float = 2.5e-4):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from batch_rl_dr3 import losses, networks  # pylint: disable=import-outside-toplevel
+    for name, value in (("learning_starts", learning_starts), ("update_period", update_period),
+                        ("target_update_period", target_update_period), ("batch_size", batch_size),
+                        ("epsilon_decay_steps", epsilon_decay_steps)):
+      if value < (0 if name == "learning_starts" else 1):
+        raise ConfigError(f"--{name}={value}; expected {'>= 0' if name == 'learning_starts' else '>= 1'}")
+    if not 0.0 <= epsilon_train <= 1.0:
+      raise ConfigError(f"--epsilon_train={epsilon_train}; expected a value in [0, 1]")
+    self.num_actions = int(num_actions)
+    self.learning_starts, self.update_period = int(learning_starts), int(update_period)
+    self.target_update_period, self.batch_size = int(target_update_period), int(batch_size)
+    self.epsilon_train, self.epsilon_decay_steps = float(epsilon_train), int(epsilon_decay_steps)
+    self.training_steps = 0  # agent steps seen (Dopamine's `training_steps`)
+    self.gradient_steps = 0
+    self._rng = np.random.default_rng([seed, 0xd9])
+    tf.keras.utils.set_random_seed(seed)  # tf-keras initializers draw their seeds from Python's `random`
+    self.online = networks.DQNNetwork(self.num_actions, name="online")
+    self.target = networks.DQNNetwork(self.num_actions, name="target")
+    dummy = tf.zeros((1, 84, 84, atari_env.STACK_SIZE), tf.uint8)
+    self.online(dummy)
+    self.target(dummy)
+    self._sync()
+    optimizer = tf.keras.optimizers.legacy.RMSprop(learning_rate=learning_rate, rho=0.95, momentum=0.0,
+                                                   epsilon=1e-5, centered=True)
+    variables = self.online.trainable_variables
+
+    @tf.function
+    def train(state, action, reward, next_state, terminal):
+      with tf.GradientTape() as tape:
+        chosen = losses.select_actions(self.online(state).q_values, action)
+        next_q = tf.reduce_max(self.target(next_state).q_values, axis=1)
+        target = losses.bootstrap_target(reward, tf.fill(tf.shape(reward), gamma), terminal, next_q)
+        loss = tf.reduce_mean(losses.td_huber_loss(chosen, target))
+      optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+      return loss
+
+    self._train = train
+    self._greedy = tf.function(lambda states: tf.argmax(self.online(states).q_values, axis=1, output_type=tf.int32))
+    self.last_loss = float("nan")
+
+  def _sync(self) -> None:
+    for target, online in zip(self.target.variables, self.online.variables):
+      target.assign(online)
+
+  def epsilon(self) -> float:
+    return linearly_decaying_epsilon(self.epsilon_decay_steps, self.training_steps, self.learning_starts,
+                                     self.epsilon_train)
+
+  def act(self, states: np.ndarray) -> np.ndarray:
+    """Epsilon-greedy actions int32 [B] for uint8 states [B, 84, 84, 4]."""
+    explore = self._rng.random(len(states)) < self.epsilon()
+    random_actions = self._rng.integers(self.num_actions, size=len(states)).astype(np.int32)
+    if explore.all():
+      return random_actions
+    return np.where(explore, random_actions, np.asarray(self._greedy(states))).astype(np.int32)
+
+  def parameters(self) -> List[np.ndarray]:
+    return [v.numpy() for v in self.online.trainable_variables]
+
+  def _sample_indices(self, buffer) -> np.ndarray:
+    """Dopamine's `sample_index_batch` rule (uniform in the sampling range, rejection by
+    `is_valid_transition`), drawn from this learner's generator instead of numpy's global one."""
+    capacity, cursor = buffer._replay_capacity, buffer.cursor()  # pylint: disable=protected-access
+    stack, horizon = buffer._stack_size, buffer._update_horizon  # pylint: disable=protected-access
+    low = cursor - capacity + stack - 1 if buffer.is_full() else stack - 1
+    high = cursor - horizon
+    indices = []
+    for _ in range(1000 + self.batch_size):
+      index = int(self._rng.integers(low, high)) % capacity
+      if buffer.is_valid_transition(index):
+        indices.append(index)
+        if len(indices) == self.batch_size:
+          return np.array(indices, np.int32)
+    raise DataError(f"collect: found only {len(indices)} valid transitions for a batch of {self.batch_size}; "
+                    f"raise --learning_starts")
+
+  def observe(self, buffer) -> None:
+    """Dopamine's `DQNAgent._train_step` after a stored step: train on the buffer every update_period steps
+    once it holds more than learning_starts rows, copy the target every target_update_period steps."""
+    can_sample = buffer.is_full() or buffer.cursor() - 1 > atari_env.STACK_SIZE - 1  # Dopamine's RuntimeError
+    if int(buffer.add_count) > self.learning_starts and can_sample:
+      if self.training_steps % self.update_period == 0:
+        elements = buffer.sample_transition_batch(self.batch_size, indices=self._sample_indices(buffer))
+        batch = {e.name: value for e, value in zip(buffer.get_transition_elements(self.batch_size), elements)}
+        self.last_loss = float(self._train(batch["state"], batch["action"], batch["reward"].astype(np.float32),
+                                           batch["next_state"], batch["terminal"].astype(np.float32)))
+        self.gradient_steps += 1
+      if self.training_steps % self.target_update_period == 0:
+        self._sync()
+    self.training_steps += 1
 
 
 def _write_checkpoint_atomically(replay_logs: str, suffix: int, arrays: dict) -> None:
@@ -133,7 +261,7 @@ class CollectResult:
 
 
 def collect(game: str, num_transitions: int, out_dir: str, *, run: int = 1, capacity: int = 1_000_000,
-            policy: Optional[Policy] = None, seed: int = 0,
+            policy: Optional[Policy] = None, learner: Optional[LearningDQN] = None, seed: int = 0,
             max_steps_per_episode: Optional[int] = atari_env.MAX_STEPS_PER_EPISODE,
             sticky_action_prob: float = atari_env.STICKY_ACTION_PROB, rom_dir: Optional[str] = None,
             progress: bool = True) -> CollectResult:
@@ -146,6 +274,7 @@ def collect(game: str, num_transitions: int, out_dir: str, *, run: int = 1, capa
     run: the run folder name (the real dataset has runs 1..5).
     capacity: rows per checkpoint (1,000,000 in the real data; the buffer holds that many 84x84 frames).
     policy: states uint8 [1, 84, 84, 4] -> actions [1]; None = uniform random seeded with `seed`.
+    learner: a `LearningDQN` that acts and learns from the buffer being logged (instead of `policy`).
     seed: seeds the environment (and the default random policy).
     max_steps_per_episode: episodes are cut after this many agent steps (stored as terminal).
     sticky_action_prob, rom_dir: see `atari_env.AtariEnv`.
@@ -171,6 +300,12 @@ def collect(game: str, num_transitions: int, out_dir: str, *, run: int = 1, capa
 
   env = atari_env.AtariEnv(game, seed=seed, sticky_action_prob=sticky_action_prob,
                            max_steps_per_episode=max_steps_per_episode, rom_dir=rom_dir)
+  if learner is not None:
+    if policy is not None:
+      raise ConfigError("collect: pass a policy or a learner, not both")
+    if learner.num_actions != env.num_actions:
+      raise ConfigError(f"collect: the learner has {learner.num_actions} actions, {game} has {env.num_actions}")
+    policy = learner.act
   if policy is None:
     policy = random_policy(env.num_actions, seed)
   started = time.time()
@@ -196,9 +331,13 @@ def collect(game: str, num_transitions: int, out_dir: str, *, run: int = 1, capa
       episode_ended = terminal or truncated
       stored += 1
       buffer.add(observation, action, np.float32(np.clip(reward, -1.0, 1.0)), int(episode_ended))
+      if learner is not None:
+        learner.observe(buffer)
       if progress and stored % report_every == 0:
         print(f"collect {game}: {stored:,}/{num_transitions:,} transitions, {len(returns)} episodes done"
-              + (f" (mean return {np.mean(returns):.1f})" if returns else ""), flush=True)
+              + (f" (mean return {np.mean(returns):.1f}, last 10: {np.mean(returns[-10:]):.1f})" if returns else "")
+              + (f", learner: {learner.gradient_steps} gradient steps, epsilon {learner.epsilon():.3f}, "
+                 f"loss {learner.last_loss:.4f}" if learner is not None else ""), flush=True)
       if episode_ended:
         returns.append(episode_return)
         break
@@ -220,8 +359,16 @@ def _define_flags() -> None:
   flags.DEFINE_integer("run", 1, "Run folder name under <out>/<Game>.")
   flags.DEFINE_integer("capacity", 1_000_000, "Rows per checkpoint (the real data: 1,000,000, about 7 GB of "
                        "frames in memory).")
-  flags.DEFINE_enum("policy", "random", ["random"], "Behaviour policy (uniform random over the minimal "
-                    "action set).")
+  flags.DEFINE_enum("policy", "random", ["random", "dqn"], "Behaviour policy: 'random' (uniform over the "
+                    "minimal action set) or 'dqn' (a DQN that learns from the replay it logs, as the DQN Replay "
+                    "data was made; the flags below set its schedule).")
+  flags.DEFINE_integer("learning_starts", 20_000, "dqn: rows in the buffer before learning and epsilon decay "
+                       "start (Dopamine dqn.gin min_replay_history).")
+  flags.DEFINE_integer("update_period", 4, "dqn: agent steps per gradient step (Dopamine dqn.gin).")
+  flags.DEFINE_integer("target_update_period", 8_000, "dqn: agent steps between target copies (Dopamine dqn.gin).")
+  flags.DEFINE_float("epsilon_train", 0.01, "dqn: final exploration epsilon (Dopamine dqn.gin).")
+  flags.DEFINE_integer("epsilon_decay_steps", 250_000, "dqn: agent steps over which epsilon decays from 1 "
+                       "(Dopamine dqn.gin epsilon_decay_period).")
   flags.DEFINE_integer("seed", 0, "Seeds the environment and the policy.")
   flags.DEFINE_integer("max_steps_per_episode", atari_env.MAX_STEPS_PER_EPISODE, "Episode cap in agent steps.")
   flags.DEFINE_float("sticky_action_prob", atari_env.STICKY_ACTION_PROB, "ALE repeat-action probability.")
@@ -233,15 +380,22 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
+    learner = None
+    if FLAGS.policy == "dqn":
+      learner = LearningDQN(atari_env.num_actions_for_game(FLAGS.game, FLAGS.rom_dir), seed=FLAGS.seed,
+                            learning_starts=FLAGS.learning_starts, update_period=FLAGS.update_period,
+                            target_update_period=FLAGS.target_update_period, epsilon_train=FLAGS.epsilon_train,
+                            epsilon_decay_steps=FLAGS.epsilon_decay_steps)
     result = collect(FLAGS.game, FLAGS.num_transitions, FLAGS.out, run=FLAGS.run, capacity=FLAGS.capacity,
-                     seed=FLAGS.seed, max_steps_per_episode=FLAGS.max_steps_per_episode,
+                     learner=learner, seed=FLAGS.seed, max_steps_per_episode=FLAGS.max_steps_per_episode,
                      sticky_action_prob=FLAGS.sticky_action_prob, rom_dir=FLAGS.rom_dir)
   except (ConfigError, DataError) as e:
     print(f"error: {first_line(e)}", file=sys.stderr)
     sys.exit(1)
   mean = f"{np.mean(result.returns):.1f}" if result.returns else "n/a"
   print(f"Wrote checkpoints {result.suffixes} ({result.num_transitions:,} transitions, {result.num_episodes} "
-        f"episodes, mean return {mean}) to {result.replay_logs}")
+        f"episodes, mean return {mean}) to {result.replay_logs}"
+        + (f"; the DQN learner made {learner.gradient_steps} gradient steps" if learner is not None else ""))
 
 
 if __name__ == "__main__":
