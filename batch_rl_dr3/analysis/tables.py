@@ -373,8 +373,19 @@ def _task_name(r: PerRunSummary) -> str:
   return r.env if r.setting == "default" else f"{r.env} ({r.setting})"
 
 
+def _paper_comparison(paper: Optional[paper_results.PaperScore], final_normalized: np.ndarray) -> str:
+  """'yes' / 'no': our mean final D4RL-normalized score within the paper's mean ± spread; '' without either."""
+  if paper is None or np.all(np.isnan(final_normalized)):
+    return ""
+  return "yes" if paper.contains(float(np.mean(final_normalized))) else "no"
+
+
 def write_table2(rows: Sequence[PerRunSummary], csv_path: str, md_path: str) -> None:
-  """Continuous tasks: D4RL-normalized final and average score, mean and std over seeds, paper beside."""
+  """Continuous tasks: D4RL-normalized final and average score, mean and std over seeds, paper beside.
+
+  The paper's Table 2 values are its final scores, shown on our scale (D4RL-normalized percent; it prints
+  antmaze as a success fraction) with its printed text, and whether our final mean is within its spread.
+  """
   by_cell: Dict[Tuple[str, str], List[PerRunSummary]] = {}
   for r in rows:
     if r.seed != "mean":
@@ -383,19 +394,25 @@ def write_table2(rows: Sequence[PerRunSummary], csv_path: str, md_path: str) -> 
     w = csv.writer(f)
     w.writerow(["task", "setting", "label", "num_runs", "gradient_steps", "final_normalized_mean",
                 "final_normalized_std", "average_normalized_mean", "average_normalized_std", "final_return_mean",
-                "average_return_mean", "paper"])
+                "average_return_mean", "paper_final_normalized_mean", "paper_final_normalized_spread",
+                "paper_printed", "final_within_paper_spread"])
     for (_, label), cell in sorted(by_cell.items()):
       fn = np.array([r.final_normalized for r in cell])
       an = np.array([r.average_normalized for r in cell])
       paper = paper_results.table2_value(cell[0].env, label)
       w.writerow([cell[0].env, cell[0].setting, label, len(cell), cell[0].gradient_steps, _num(np.mean(fn)),
                   _num(np.std(fn)), _num(np.mean(an)), _num(np.std(an)), _num(np.mean([r.final_return for r in cell])),
-                  _num(np.mean([r.average_return for r in cell])), "" if paper is None else paper])
+                  _num(np.mean([r.average_return for r in cell])),
+                  "" if paper is None else _num(paper.mean), "" if paper is None else _num(paper.spread),
+                  "" if paper is None else paper.printed, _paper_comparison(paper, fn)])
   labels = sorted({label for _, label in by_cell})
   tasks = sorted({task for task, _ in by_cell})
   lines = ["# Table 2: continuous tasks, D4RL-normalized score (%)", "",
            "Cells: `final / average over training`, mean ± std over runs [runs]; **paper** = the DR3 paper's "
-           "Table 2 value (as printed) for the task and label. Tasks without a D4RL reference show raw returns.",
+           "Table 2 value for the task and label (its score after 2M steps, so compare it with our *final*), on "
+           "our scale (D4RL-normalized %: the paper prints antmaze as a success fraction, e.g. 0.7 = 70 %), its "
+           "printed text in parentheses, and whether our final mean lies within the paper's mean ± spread. "
+           "Tasks without a D4RL reference show raw returns.",
            "", "| task | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
   for task in tasks:
     cells = []
@@ -413,9 +430,61 @@ def write_table2(rows: Sequence[PerRunSummary], csv_path: str, md_path: str) -> 
               f"[{len(cell)}]")
       paper = paper_results.table2_value(cell[0].env, label)
       if paper is not None:
-        text += f"<br>**paper** {paper}"
+        within = _paper_comparison(paper, np.array([r.final_normalized for r in cell]))
+        text += f"<br>**paper** {paper.format()} (printed {paper.printed})"
+        if within:
+          text += f": ours {'within' if within == 'yes' else 'outside'} its spread"
       cells.append(text)
     lines.append(f"| {task} | " + " | ".join(cells) + " |")
   lines.append("")
+  lines += brac_median_lines(rows)
   with open(md_path, "w") as f:
     f.write("\n".join(lines))
+
+
+@dataclasses.dataclass
+class MedianSummary:
+  label: str
+  num_tasks: int
+  final: float
+  average: float
+
+
+def brac_medians(rows: Sequence[PerRunSummary]) -> List[MedianSummary]:
+  """Per label: the median over the paper's 15 BRAC MuJoCo tasks of the per-task mean D4RL-normalized score
+  (final and average over training), for labels that have all 15 tasks (in the 'default' data setting)."""
+  means = {}
+  for r in rows:
+    name = scores.d4rl_env_name(r.env)
+    if r.seed == "mean" and r.setting == "default" and name in paper_results.BRAC_MUJOCO_TASKS:
+      means.setdefault(r.label, {})[name] = r
+  out = []
+  for label, by_task in sorted(means.items()):
+    if len(by_task) == len(paper_results.BRAC_MUJOCO_TASKS):
+      out.append(MedianSummary(label, len(by_task), float(np.median([r.final_normalized for r in by_task.values()])),
+                               float(np.median([r.average_normalized for r in by_task.values()]))))
+  return out
+
+
+def brac_median_lines(rows: Sequence[PerRunSummary]) -> List[str]:
+  """The BRAC claim section of table2.md: medians per label and each '+DR3' label's gain over its base."""
+  medians = {m.label: m for m in brac_medians(rows)}
+  if not medians:
+    return []
+  claim = paper_results.DR3_BRAC_MEDIAN_IMPROVEMENT
+  lines = ["## BRAC on the 15 MuJoCo tasks", "",
+           "The paper (Sec. 6): \"DR3 applied on BRAC improves final median normalized score performance by "
+           f"{claim['final']} and stability by {claim['average']} across 15 MuJoCo tasks.\" Median over "
+           f"{', '.join(paper_results.BRAC_MUJOCO_TASKS)} of the per-task mean D4RL-normalized score (%); "
+           "stability = the average over training.", "",
+           "| label | median final | median average | final gain over base (paper) | "
+           "average gain over base (paper) |", "|---|---|---|---|---|"]
+  for label, m in medians.items():
+    base = medians.get(label.split("+DR3", 1)[0]) if "+DR3" in label else None
+    gains = ["", ""]
+    if base is not None:
+      gains = [f"{m.final - base.final:+.1f} (+{claim['final']})", f"{m.average - base.average:+.1f} "
+               f"(+{claim['average']})"]
+    lines.append(f"| {label} | {_fmt(m.final)} | {_fmt(m.average)} | {gains[0]} | {gains[1]} |")
+  lines.append("")
+  return lines
