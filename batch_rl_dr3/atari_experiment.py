@@ -143,4 +143,5 @@ class AtariExperiment:
     return {"domain": "atari", "game": self.game, "agent": self.agent_name, "label": label,
             "dr3_coefficient": dr3, "backup": self.agent.backup, "setting": self.replay.setting,
             "data_run": self.data_run, "num_transitions": int(self.replay.num_transitions),
-            "dataset": {k: dataset[k] for k in ("checkpoints", "transitions_per_checkpoint", "subset")}}
+            "dataset": {k: dataset[k] for k in ("checkpoints", "transitions_per_checkpoint", "subset",
+                                                "subset_seed")}}

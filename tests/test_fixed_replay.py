@@ -258,6 +258,78 @@ def test_episode_subset_holds_whole_random_episodes(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The paper's "uniformly-sampled" subset
+
+
+@pytest.mark.parametrize("update_horizon", [1, 3])
+def test_uniform_subset_draws_valid_transitions_equal_to_dopamines(tmp_path, update_horizon):
+  directory = write_run(tmp_path / "data", num_checkpoints=2, capacity=150, seed=5)
+  budget = 40
+  uniform = fixed_replay.FixedReplay.from_checkpoints(directory, [0, 1], transitions_per_checkpoint=budget,
+                                                      update_horizon=update_horizon, subset="uniform", seed=3)
+  assert uniform.num_transitions == 2 * budget
+  drawn = []
+  for position in (0, 1):
+    buffer = load_dopamine(directory, position, 150, update_horizon=update_horizon)
+    valid = uniform.valid_indices(position)
+    # `budget` distinct transitions, every one valid for Dopamine, and each equal to Dopamine's transition.
+    assert len(valid) == budget == len(set(valid.tolist()))
+    assert set(valid.tolist()) <= set(dopamine_valid_indices(buffer))
+    ours = uniform.get_transitions(position, valid)
+    _assert_equals_dopamine(ours, dopamine_batch(buffer, valid))
+    # ... with the whole checkpoint's Monte-Carlo return (not one cut at a prefix).
+    whole = fixed_replay.FixedReplay.from_checkpoints(directory, [position], update_horizon=update_horizon)
+    np.testing.assert_allclose(ours["return_to_go"], whole.get_transitions(0, valid)["return_to_go"], rtol=1e-6)
+    drawn.append(valid)
+  # Spread over the whole checkpoint, unlike a prefix of the same size.
+  assert max(v.max() for v in drawn) > 100
+  # Frames stored: only those the drawn stacks read, at most stack + n per transition.
+  assert uniform.num_rows <= 2 * budget * (4 + update_horizon)
+  # Reproducible per seed; another seed draws other transitions; checkpoints get different draws.
+  again = fixed_replay.FixedReplay.from_checkpoints(directory, [0, 1], transitions_per_checkpoint=budget,
+                                                    update_horizon=update_horizon, subset="uniform", seed=3)
+  assert [again.valid_indices(p).tolist() for p in (0, 1)] == [v.tolist() for v in drawn]
+  other = fixed_replay.FixedReplay.from_checkpoints(directory, [0, 1], transitions_per_checkpoint=budget,
+                                                    update_horizon=update_horizon, subset="uniform", seed=4)
+  assert other.valid_indices(0).tolist() != drawn[0].tolist()
+  assert uniform.describe()["subset"] == "uniform" and uniform.describe()["subset_seed"] == 3
+
+
+def test_uniform_subset_is_uniform_over_valid_transitions(tmp_path):
+  # Over many seeds every valid transition is drawn about equally often: 30 of 120-ish, 200 draws each.
+  directory = write_run(tmp_path, num_checkpoints=1, capacity=130, seed=6)
+  full = dqn_replay.load_small_arrays(directory, 0)
+  valid = fixed_replay.FixedReplay.from_checkpoints(directory, [0]).valid_indices(0)
+  from batch_rl_dr3.data.checkpoint_slice import uniform_rows
+  counts = np.zeros(full["num_rows"], np.int64)
+  for seed in range(200):
+    _, table = uniform_rows(full, 30, seed, 0, 4, 1, GAMMA)
+    counts[table["index"]] += 1
+  assert set(np.flatnonzero(counts).tolist()) <= set(valid.tolist())
+  expected = 200 * 30 / len(valid)
+  # Binomial(200, 30/len) per index: std ~ sqrt(expected); 5 std bounds over ~120 indices.
+  assert np.all(np.abs(counts[valid] - expected) < 5 * np.sqrt(expected))
+  # More than the checkpoint holds keeps them all.
+  _, everything = uniform_rows(full, 10**6, 0, 0, 4, 1, GAMMA)
+  assert everything["index"].tolist() == valid.tolist()
+
+
+def test_uniform_subset_through_the_cache_and_load_dataset(tmp_path):
+  write_run(tmp_path / "data", game="Pong", run=1, num_checkpoints=2, capacity=120, seed=8)
+  cache_dir = str(tmp_path / "cache")
+  kwargs = dict(data_dir=str(tmp_path / "data"), game="Pong", run=1, setting="1pct", checkpoint_capacity=3000,
+                allow_fewer=True, subset="uniform", seed=2)
+  plain = fixed_replay.load_dataset(**kwargs)
+  first = fixed_replay.load_dataset(cache_dir=cache_dir, **kwargs)
+  second = fixed_replay.load_dataset(cache_dir=cache_dir, **kwargs)
+  assert plain.checkpoints == [(0, 30), (1, 30)] and plain.num_transitions == 60
+  assert (first.cache_hits, second.cache_hits) == (0, 2)
+  for a, b in zip(_all_transitions(plain), _all_transitions(second)):
+    for name in a:
+      np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # load_dataset
 
 

@@ -93,7 +93,7 @@ class FixedReplay:
                        update_horizon: int = 1, gamma: float = 0.99, **kwargs) -> "FixedReplay":
     """Loads checkpoints `suffixes` of `directory` (whole, or their first `transitions_per_checkpoint` rows).
 
-    Keyword-only extras: subset ('prefix' | 'episodes'), seed, cache_dir, num_resident_checkpoints,
+    Keyword-only extras: subset ('prefix' | 'uniform' | 'episodes'), seed, cache_dir, num_resident_checkpoints,
     storage_device, setting.
     """
     return cls(directory, [(s, transitions_per_checkpoint) for s in suffixes], stack_size=stack_size,
@@ -128,7 +128,7 @@ class FixedReplay:
   def _load_slice(self, position: int) -> CheckpointSlice:
     suffix, kept = self.checkpoints[position]
     return load_slice(self.directory, suffix, kept, self.subset, self.seed, self._cache, self.stack_size,
-                      self.update_horizon)
+                      self.update_horizon, self.gamma)
 
   def _load_slices(self, positions: List[int]) -> List[CheckpointSlice]:
     """Small arrays of each checkpoint (frames stay streams or memory maps until installed)."""
@@ -145,7 +145,8 @@ class FixedReplay:
     tables = []
     offsets, row = [], 0
     for position, sl in zip(positions, slices):
-      tables.append(transition_table(sl.small, sl.capacity, self.stack_size, self.update_horizon, self.gamma))
+      tables.append(sl.table if sl.table is not None else
+                    transition_table(sl.small, sl.capacity, self.stack_size, self.update_horizon, self.gamma))
       offsets.append(row)
       row += sl.rows
     if row > self.row_capacity:
@@ -295,7 +296,8 @@ class FixedReplay:
             "transitions_per_checkpoint": sorted({k for _, k in self.checkpoints}, key=lambda k: (k is None, k)),
             "resident": [self.checkpoints[p][0] for p in self.resident_positions],
             "stored_rows": self.num_rows, "valid_transitions": self.num_transitions, "bytes": self.nbytes(),
-            "setting": self.setting, "subset": self.subset}
+            "setting": self.setting, "subset": self.subset,
+            "subset_seed": None if self.subset == "prefix" else self.seed}
 
 # ----------------------------------------------------------------------------------------------------------
 # The gin entry point
@@ -329,8 +331,11 @@ def load_dataset(data_dir: Optional[str] = None, game: Optional[str] = None, run
       file:// or gs://.
     setting: '1pct', '5pct', 'first10pct', 'all' (ignored when `suffixes` is given).
     suffixes / transitions_per_checkpoint: explicit checkpoints and rows kept per checkpoint (None = all).
-    subset: 'prefix' (the first rows of each checkpoint, as Dopamine-labs / CQL) or 'episodes' (d3rlpy's
-      alternative: random whole episodes of each checkpoint, seeded, up to the same transition budget).
+    subset: 'prefix' (default: the first rows of each checkpoint, what the published numbers ran on:
+      batch_rl / Dopamine-labs / CQL), 'uniform' (the paper's text, "1% of uniformly-sampled data": that many
+      transitions drawn uniformly from each checkpoint, seeded by `seed`) or 'episodes' (d3rlpy's alternative:
+      random whole episodes of each checkpoint, seeded, up to the same transition budget). See
+      `checkpoint_slice`.
     num_resident_checkpoints: memory-bounded mode, K checkpoints resident and re-drawn every iteration.
     cache_dir: local folder for the uncompressed cache (second load memory-maps instead of gunzipping).
     allow_fewer: use the checkpoints present when the data has fewer than the setting names (tests, demos).

@@ -61,7 +61,8 @@ class ReplayCache:
     if meta.get("signature") != signature:
       return None
     try:
-      arrays = {name: np.load(os.path.join(entry, name + ".npy"), allow_pickle=False) for name in _SMALL}
+      names = meta.get("arrays", _SMALL)
+      arrays = {name: np.load(os.path.join(entry, name + ".npy"), allow_pickle=False) for name in names}
       arrays["observation"] = np.load(os.path.join(entry, "observation.npy"), mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
       return None
@@ -77,7 +78,9 @@ class ReplayCache:
     temp = f"{entry}.tmp-{uuid.uuid4().hex}"
     os.makedirs(temp)
     try:
-      for name in _SMALL:
+      # The five small arrays, plus any extra ones of the slice (e.g. the uniform subset's transition table).
+      names = list(_SMALL) + sorted(k for k in small if k not in _SMALL and k not in ("num_rows", "observation"))
+      for name in names:
         np.save(os.path.join(temp, name + ".npy"), np.asarray(small[name]), allow_pickle=False)
       rows = len(small["action"])
       with open(os.path.join(temp, "observation.npy"), "wb") as f:
@@ -91,7 +94,7 @@ class ReplayCache:
         raise DataError(f"checkpoint {suffix} in {directory}: got {written} frames for {rows} rows")
       with open(os.path.join(temp, _META), "w") as f:
         json.dump({"source": _source_id(directory), "suffix": int(suffix), "slice": slice_spec,
-                   "num_rows": int(small["num_rows"]), "signature": signature}, f)
+                   "num_rows": int(small["num_rows"]), "signature": signature, "arrays": names}, f)
       if os.path.isdir(entry):  # stale: move aside first, a folder cannot be renamed over a full one
         old = f"{entry}.old-{uuid.uuid4().hex}"
         try:
