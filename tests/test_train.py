@@ -156,7 +156,8 @@ def test_run_info_names_the_experiment(tmp_path, data_root):
                                        "AtariExperiment.evaluation_steps = 0"])
   info = json.load(open(tmp_path / "run" / "run_info.json"))
   assert info["label"] == "CQL+DR3 (sarsa)" and info["backup"] == "sarsa" and info["game"] == "Pong"
-  assert info["dataset"] == {"checkpoints": [0, 1], "transitions_per_checkpoint": [None], "subset": "prefix"}
+  assert info["dataset"] == {"checkpoints": [0, 1], "transitions_per_checkpoint": [None], "subset": "prefix",
+                             "subset_seed": None}
 
 
 def test_missing_and_empty_dataset_folders(tmp_path):
