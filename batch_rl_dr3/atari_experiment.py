@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 
 import gin
 import numpy as np
+import tensorflow as tf
 
 from batch_rl_dr3 import atari_games
 from batch_rl_dr3 import evaluation
@@ -105,6 +106,12 @@ class AtariExperiment:
 
   def trackables(self) -> Dict[str, Any]:
     return {"agent": self.agent, "sampler": self.sampler}
+
+  def initial_weights(self) -> Dict[str, Any]:
+    """What `run_experiment.init_from` copies from another run: the Q-function (online and target networks),
+    under the names the run's checkpoint uses for them."""
+    return {"agent": tf.train.Checkpoint(online_network=self.agent.online_network,
+                                         target_network=self.agent.target_network)}
 
   def on_iteration_start(self, iteration: int) -> None:
     self.sampler.on_iteration_start(iteration)

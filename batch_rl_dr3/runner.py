@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, Protocol
+from typing import Any, Dict, Optional, Protocol
 
 from absl import logging
 import gin
@@ -195,7 +195,7 @@ def _check_finite(metrics: Dict[str, float], where: str, checkpoint_note: str) -
 def run_experiment(base_dir: str, create_experiment=gin.REQUIRED, num_iterations: int = 100,
                    gradient_steps_per_iteration: int = 62_500, seed: int = 0, log_every_steps: int = 1000,
                    checkpoints_to_keep: int = 2, tensorboard: bool = True,
-                   deterministic_ops: bool = False) -> Dict[str, Any]:
+                   deterministic_ops: bool = False, init_from: Optional[str] = None) -> Dict[str, Any]:
   """Runs (or resumes) one experiment into `base_dir`. Returns the last metrics row.
 
   Args:
@@ -209,6 +209,11 @@ def run_experiment(base_dir: str, create_experiment=gin.REQUIRED, num_iterations
     tensorboard: write TensorBoard events.
     deterministic_ops: `tf.config.experimental.enable_op_determinism()`: bit-identical resumes on GPU/TPU,
       where some kernels are otherwise nondeterministic; CPU kernels used here are deterministic already.
+    init_from: a run folder (or one of its checkpoints) whose weights start this run (`train --init_from`; the
+      DR3 paper's Fig. 2: continue a DR3 run's Q-function without DR3). Only what `experiment.initial_weights()`
+      names is copied (the Atari agent's online and target networks): the optimizer, counters and sampler start
+      fresh. The source is recorded in run_info.json (`init_from`); a resume continues from this run's own
+      checkpoints, and as a gin setting a changed init_from is refused like any other changed setting.
   """
   if log_every_steps < 1 or gradient_steps_per_iteration < 1 or num_iterations < 1:
     raise ConfigError(f"run_experiment: num_iterations={num_iterations}, gradient_steps_per_iteration="
@@ -245,9 +250,18 @@ def run_experiment(base_dir: str, create_experiment=gin.REQUIRED, num_iterations
       raise ConfigError(f"--base_dir={base_dir}: its checkpoint {manager.latest_checkpoint} does not fit this "
                         f"experiment ({first_line(e)}); use a new --base_dir") from None
     logging.info("Resumed from %s (iteration %d done).", manager.latest_checkpoint, int(iteration_var))
+  source = None
+  if init_from:
+    if manager.latest_checkpoint:  # resumed: the weights came from init_from when the run started
+      with tf.io.gfile.GFile(os.path.join(base_dir, RUN_INFO_FILE)) as f:
+        source = json.loads(f.read()).get("init_from")
+    else:
+      source = _initialize_from(experiment, init_from)
   # Written after a successful restore, so a refused resume never relabels the folder.
   info = dict(experiment.run_info(), seed=seed, num_iterations=num_iterations,
               gradient_steps_per_iteration=gradient_steps_per_iteration)
+  if source is not None:
+    info["init_from"] = source
   _atomic_write(os.path.join(base_dir, RUN_INFO_FILE), json.dumps(info, indent=2, sort_keys=True) + "\n")
   if not manager.latest_checkpoint:
     _atomic_write(os.path.join(base_dir, CONFIG_FILE), gin.config_str())
@@ -296,6 +310,42 @@ def run_experiment(base_dir: str, create_experiment=gin.REQUIRED, num_iterations
   _atomic_write(done_path, json.dumps({"iterations": num_iterations,
                                        "gradient_steps": total_steps}) + "\n")
   return row
+
+
+def _initialize_from(experiment, init_from: str) -> Dict[str, Any]:
+  """Copies the source run's weights (what `experiment.initial_weights()` names) into the new experiment.
+
+  `init_from` is a run folder (its latest checkpoint is used) or a checkpoint path (`<run>/checkpoints/ckpt-N`).
+  Returns what run_info.json records about the source: folder, checkpoint, its label and iteration.
+  """
+  weights = getattr(experiment, "initial_weights", None)
+  if weights is None:
+    raise ConfigError(f"run_experiment.init_from={init_from!r}: {type(experiment).__name__} cannot be initialized "
+                      f"from another run (it has no initial_weights())")
+  path = init_from
+  if tf.io.gfile.isdir(init_from):
+    path = tf.train.latest_checkpoint(os.path.join(init_from, CHECKPOINT_SUBDIR))
+    if path is None:
+      raise ConfigError(f"run_experiment.init_from={init_from!r}: no checkpoint in "
+                        f"{os.path.join(init_from, CHECKPOINT_SUBDIR)}; expected a run folder written by train")
+  elif not tf.io.gfile.exists(path + ".index"):
+    raise ConfigError(f"run_experiment.init_from={init_from!r}: neither a run folder nor a checkpoint "
+                      f"(<run>/checkpoints/ckpt-N)")
+  source_dir = os.path.dirname(os.path.dirname(path))
+  try:
+    tf.train.Checkpoint(**weights()).restore(path).expect_partial().assert_existing_objects_matched()
+  except (ValueError, AssertionError, tf.errors.OpError) as e:
+    raise ConfigError(f"run_experiment.init_from={init_from!r}: its checkpoint {path} does not fit this "
+                      f"experiment's networks ({first_line(e)})") from None
+  source = {"run_dir": source_dir, "checkpoint": path}
+  info_path = os.path.join(source_dir, RUN_INFO_FILE)
+  if tf.io.gfile.exists(info_path):
+    with tf.io.gfile.GFile(info_path) as f:
+      source_info = json.loads(f.read())
+    source.update({k: source_info[k] for k in ("label", "agent", "game", "seed") if k in source_info})
+  source["iteration"] = int(tf.train.load_checkpoint(path).get_tensor("iteration/.ATTRIBUTES/VARIABLE_VALUE"))
+  logging.info("Initialized from %s (iteration %d of %s).", path, source["iteration"], source_dir)
+  return source
 
 
 def _format_duration(seconds: float) -> str:

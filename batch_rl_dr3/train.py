@@ -39,6 +39,8 @@ def define_flags():
   flags.DEFINE_string("game", None, "Atari game, e.g. Pong. Shortcut for AtariExperiment.game.")
   flags.DEFINE_integer("run", None, "Which logged DQN run of the game (1..5). Shortcut for AtariExperiment.data_run.")
   flags.DEFINE_integer("seed", None, "Seed. Shortcut for run_experiment.seed.")
+  flags.DEFINE_string("init_from", None, "A run folder (or <run>/checkpoints/ckpt-N) whose Q-networks start this "
+                      "run in a new --base_dir (the DR3 paper's Fig. 2). Shortcut for run_experiment.init_from.")
 
 
 EXIT_BAD_INPUT = 1
@@ -54,9 +56,11 @@ def resolve_gin_file(path: str) -> str:
                     f"{GIN_CONFIG_DIR})")
 
 
-def flag_bindings(data_dir=None, game=None, run=None, seed=None):
+def flag_bindings(data_dir=None, game=None, run=None, seed=None, init_from=None):
   """The gin bindings that the shortcut flags stand for."""
   bindings = []
+  if init_from is not None:
+    bindings.append(f"run_experiment.init_from = {init_from!r}")
   if data_dir is not None:
     bindings.append(f"load_dataset.data_dir = {data_dir!r}")
   if game is not None:
@@ -101,7 +105,8 @@ def main(argv):
   if len(argv) > 1:
     print(f"error: unexpected arguments {argv[1:]}; use --gin_bindings for settings", file=sys.stderr)
     return EXIT_BAD_INPUT
-  bindings = flag_bindings(FLAGS.data_dir, FLAGS.game, FLAGS.run, FLAGS.seed) + list(FLAGS.gin_bindings)
+  bindings = flag_bindings(FLAGS.data_dir, FLAGS.game, FLAGS.run, FLAGS.seed,
+                           FLAGS.init_from) + list(FLAGS.gin_bindings)
   try:
     train(FLAGS.base_dir, FLAGS.gin_files, bindings)
   except (ConfigError, DataError) as e:

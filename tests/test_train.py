@@ -184,3 +184,56 @@ def test_diverging_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, da
     _train(tmp_path / "run", data_root, ["OfflineAgent.learning_rate = 1e30"])
   assert not os.path.exists(tmp_path / "run" / "DONE")
   assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")) is None
+
+
+def _network_tensors(base_dir):
+  reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(base_dir, "checkpoints")))
+  return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+          if name.startswith(("agent/online_network/", "agent/target_network/")) and "OPTIMIZER_SLOT" not in name}
+
+
+def test_init_from_continues_a_dr3_runs_weights_without_dr3_in_a_new_run(tmp_path, data_root):
+  import json
+  no_eval = ["AtariExperiment.evaluation_steps = 0", "run_experiment.num_iterations = 1"]
+  source = tmp_path / "dqn_dr3"
+  _train(source, data_root, no_eval, files=["atari/dqn.gin", "atari/dr3.gin"])
+  source_weights = _network_tensors(source)
+  assert len(source_weights) >= 10  # kernels and biases of both networks
+  # With a zero learning rate the new run's weights stay its initial ones: exactly the source checkpoint's.
+  frozen = tmp_path / "frozen"
+  bindings = train.flag_bindings(data_dir=data_root, game="Pong", run=1, seed=0, init_from=str(source))
+  bindings += SMALL + no_eval + ["run_experiment.gradient_steps_per_iteration = 3"]
+  train.train(str(frozen), ["atari/dqn.gin"], bindings + ["OfflineAgent.learning_rate = 0.0"])
+  # (The target network, restored too, is overwritten by the sync after the first step: it then equals the
+  # restored online network, as Dopamine's schedule syncs after step 1.)
+  frozen_weights = _network_tensors(frozen)
+  assert frozen_weights.keys() == source_weights.keys()
+  for name, value in source_weights.items():
+    if name.startswith("agent/online_network/"):
+      np.testing.assert_array_equal(frozen_weights[name], value, err_msg=name)
+      target_name = name.replace("agent/online_network/", "agent/target_network/")
+      np.testing.assert_array_equal(frozen_weights[target_name], value, err_msg=target_name)
+  # DQN without DR3 from the DR3 run's weights trains, and its run_info names the source.
+  continued = tmp_path / "continued"
+  row = train.train(str(continued), ["atari/dqn.gin"], bindings)
+  assert np.isfinite(row["train/td_loss"])
+  continued_weights = _network_tensors(continued)
+  assert any(not np.array_equal(continued_weights[n], v) for n, v in source_weights.items())
+  info = json.load(open(continued / "run_info.json"))
+  source_info = json.load(open(source / "run_info.json"))
+  assert "DR3" in source_info["label"] and "DR3" not in info["label"]
+  assert info["init_from"]["run_dir"] == str(source) and info["init_from"]["label"] == source_info["label"]
+  assert info["init_from"]["checkpoint"].endswith("ckpt-1") and info["init_from"]["iteration"] == 1
+  # Resuming (extending) keeps the record; a resume that names another source is refused.
+  train.train(str(continued), ["atari/dqn.gin"], bindings + ["run_experiment.num_iterations = 2"])
+  assert json.load(open(continued / "run_info.json"))["init_from"] == info["init_from"]
+  other = train.flag_bindings(data_dir=data_root, game="Pong", run=1, seed=0, init_from=str(frozen))
+  with pytest.raises(ConfigError, match=r"other settings .*init_from"):
+    train.train(str(continued), ["atari/dqn.gin"], other + SMALL + no_eval + [
+        "run_experiment.gradient_steps_per_iteration = 3", "run_experiment.num_iterations = 3"])
+  # A source whose networks do not fit (CQL's quantile heads into DQN) is one clear line.
+  with pytest.raises(ConfigError, match=r"init_from=.*does not fit this experiment's networks"):
+    train.train(str(tmp_path / "bad"), GIN_FILES, bindings)
+  with pytest.raises(ConfigError, match=r"init_from=.*no checkpoint"):
+    train.train(str(tmp_path / "bad2"), ["atari/dqn.gin"], train.flag_bindings(
+        data_dir=data_root, game="Pong", run=1, seed=0, init_from=str(tmp_path)) + SMALL + no_eval)
