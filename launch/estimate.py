@@ -286,3 +286,20 @@ def report(sweep: sweep_lib.Sweep, runs: Sequence[sweep_lib.Run], *, data_dir: O
   est = estimate(runs, data_dir=data_dir, benchmarks=benchmarks, steps_per_second=steps_per_second,
                  eval_steps_per_second=eval_steps_per_second)
   return format_estimate(sweep.name, len(runs), est, benchmarks, machine_of(benchmarks))
+
+
+def add_arguments(parser) -> None:
+  """--estimate and its rates, for the argparse launchers (local.py, vertex.py, gke.py)."""
+  parser.add_argument("--estimate", action="store_true", help="Print the sweep's gradient and evaluation steps "
+                      "and hours at the benchmarks' rates (and at the stated targets); launch nothing.")
+  parser.add_argument("--steps_per_second", type=float, default=None, help="--estimate: a target train rate "
+                      "(gradient steps/s per run) to price the sweep at, e.g. a TPU's.")
+  parser.add_argument("--eval_steps_per_second", type=float, default=None, help="--estimate: a target "
+                      "evaluation rate (agent steps/s per run).")
+  parser.add_argument("--benchmarks", default=DEFAULT_BENCHMARKS, help="--estimate: the measured rates "
+                      "(benchmarks/run.py's results.json).")
+
+
+def report_from_args(args, sweep: sweep_lib.Sweep, runs: Sequence[sweep_lib.Run], data_dir: Optional[str]) -> str:
+  return report(sweep, runs, data_dir=data_dir, benchmarks=args.benchmarks, steps_per_second=args.steps_per_second,
+                eval_steps_per_second=args.eval_steps_per_second)

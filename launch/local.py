@@ -187,36 +187,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--entry_point", default=None, help="Module to run instead of the sweep's entry_point.")
   parser.add_argument("--python", default=sys.executable, help="Python that runs the entry point.")
   parser.add_argument("--dry_run", action="store_true", help="Print each run's status and command; run nothing.")
-  add_estimate_arguments(parser)
+  estimate_lib.add_arguments(parser)
   return parser.parse_args(argv)
-
-
-def add_estimate_arguments(parser: argparse.ArgumentParser) -> None:
-  """--estimate and its rates (launch/estimate.py); shared by the argparse launchers."""
-  parser.add_argument("--estimate", action="store_true", help="Print the sweep's gradient and evaluation steps "
-                      "and hours at the benchmarks' rates (and at the stated targets); launch nothing.")
-  parser.add_argument("--steps_per_second", type=float, default=None, help="--estimate: a target train rate "
-                      "(gradient steps/s per run) to price the sweep at, e.g. a TPU's.")
-  parser.add_argument("--eval_steps_per_second", type=float, default=None, help="--estimate: a target "
-                      "evaluation rate (agent steps/s per run).")
-  parser.add_argument("--benchmarks", default=estimate_lib.DEFAULT_BENCHMARKS, help="--estimate: the measured "
-                      "rates (benchmarks/run.py's results.json).")
-
-
-def print_estimate(args: argparse.Namespace, sweep: sweep_lib.Sweep, runs, data_dir: Optional[str]) -> None:
-  print(estimate_lib.report(sweep, runs, data_dir=data_dir, benchmarks=args.benchmarks,
-                            steps_per_second=args.steps_per_second,
-                            eval_steps_per_second=args.eval_steps_per_second))
 
 
 def main(argv: Sequence[str]) -> int:
   args = parse_args(argv)
   try:
-    sweep = sweep_lib.load_sweep(args.sweep)
-    runs = sweep.select(sweep_lib.parse_only(args.only))
-    data_dir = args.data_dir or sweep.default_data_dir
+    sweep, runs, data_dir = sweep_lib.load_selected(args.sweep, args.only, args.data_dir)
     if args.estimate:
-      print_estimate(args, sweep, runs, data_dir)
+      print(estimate_lib.report_from_args(args, sweep, runs, data_dir))
       return 0
     if not args.root:
       raise ConfigError("--root is required (the folder under which each run gets <root>/<run name>)")

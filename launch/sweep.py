@@ -130,6 +130,14 @@ class Sweep:
     return [run for run in self.runs if all(run.labels[a] in ls for a, ls in wanted.items())]
 
 
+def load_selected(path: str, only_specs: Sequence[str], data_dir: Optional[str] = None
+                  ) -> Tuple[Sweep, List[Run], Optional[str]]:
+  """A launcher's --sweep, --only and --data_dir: the sweep, its selected runs, and the data dir (default: the
+  sweep's default_data_dir)."""
+  sweep = load_sweep(path)
+  return sweep, sweep.select(parse_only(only_specs)), data_dir or sweep.default_data_dir
+
+
 def parse_only(specs: Sequence[str]) -> Dict[str, List[str]]:
   """['game=Pong,Breakout', 'seed=seed0'] -> {'game': ['Pong', 'Breakout'], 'seed': ['seed0']}."""
   only: Dict[str, List[str]] = {}

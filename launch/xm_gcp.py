@@ -17,7 +17,9 @@ Jobs with a TPU get `--gin_files=launch/gin/tpu.gin` (the data-parallel `Distrib
 Executors (--accelerator): tpu_v2 / tpu_v3 (a v2-8 / v3-8: accelerator_count 8 on Vertex's 'cloud-tpu'
 machine), v100 / a100 / t4 / l4 GPUs (--accelerator_count of them), or cpu (--cpu vCPUs, --ram_gib GiB).
 TPU v4 and newer are not offered: xmanager 0.8.5's Vertex backend maps only TPU v2 / v3 to Vertex machine
-specs (`xmanager.cloud.vertex._CLOUD_TPU_ACCELERATOR_TYPES`). The one-time GCP set-up is in launch/README.md.
+specs (`xmanager.cloud.vertex._CLOUD_TPU_ACCELERATOR_TYPES`); launch/vertex.py (Vertex AI, v5e / v5p / v6e) and
+launch/gke.py (GKE, v4 / v5e / v5p / v6e) send the same runs to them. The one-time GCP set-up is in
+launch/README.md.
 
 --dry_run builds every job exactly as a launch would (xm.Job objects with the Vertex executor, and the Vertex
 machine spec xmanager derives from them) and prints them, without touching GCP.
@@ -121,7 +123,8 @@ def job_requirements(accelerator: str, accelerator_count: Optional[int] = None, 
   """xm.JobRequirements of one job for an --accelerator value."""
   if accelerator in _UNSUPPORTED_TPUS:
     raise ConfigError(f"--accelerator={accelerator}: xmanager 0.8.5's Vertex AI backend launches TPU v2 / v3 only "
-                      "(tpu_v2, tpu_v3 = a v3-8); for newer TPUs run the entry point on a TPU VM (launch/README.md)")
+                      "(tpu_v2, tpu_v3 = a v3-8); for TPU v5e / v5p / v6e use launch/vertex.py (Vertex AI) or "
+                      "launch/gke.py (GKE, also v4)")
   if accelerator not in ACCELERATORS:
     raise ConfigError(f"--accelerator={accelerator}; expected one of {sorted(ACCELERATORS)}")
   resource, default_count = ACCELERATORS[accelerator]
