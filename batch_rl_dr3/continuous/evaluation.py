@@ -1,16 +1,26 @@
 """Policy rollouts for the continuous tasks: gymnasium MuJoCo for D4RL locomotion, gymnasium-robotics for
-antmaze / kitchen and roboverse for COG when those are installed. Training never needs an environment.
+AntMaze, Adroit and Kitchen, roboverse for COG when it is installed. Training never needs an environment.
 
 D4RL's locomotion data were logged in gym's mujoco-py v2/v3 environments; gymnasium's v5 environments keep the
 same observation layout (HalfCheetah 17, Hopper 11, Walker2d 17; Ant 27 with contact forces left out), which
-`make_environment` checks against the dataset before any rollout.
+`make_environment` checks against the dataset before any rollout. gymnasium-robotics' environments observe dicts;
+`observation_adapter` turns them into D4RL's vectors: AntMaze (x, y) ++ the ant's 27 values (29, D4RL's layout),
+Kitchen robot qpos (9) ++ object qpos (21) ++ D4RL's 30-value goal of the task's 4 sub-tasks (60). Adroit's
+AdroitHand*-v1 observe D4RL's vectors (pen 45, door 39, hammer 46, relocate 39); their door / hammer / relocate
+rewards were changed in gymnasium-robotics 1.2.1 without a version bump, so the returns there (and the normalized
+scores computed from D4RL's reference returns) are not exactly D4RL's (see the README).
+
+Noisy evaluations (Tarasov et al. 2024, reference §4): `action_noise` sigma adds N(0, sigma^2) to the policy's action
+before clipping to the action box, `state_noise` sigma adds N(0, sigma^2) to what the policy observes (the
+environment itself is untouched); both drawn from a generator seeded by the evaluation seed.
 """
 import importlib
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 from batch_rl_dr3.analysis import scores
+from batch_rl_dr3.data import minari as minari_data
 from batch_rl_dr3.errors import ConfigError
 
 # D4RL env prefix -> (gymnasium id, constructor kwargs).
@@ -24,6 +34,15 @@ _ANTMAZE_IDS = {  # gymnasium-robotics D4RL-style mazes (AntMaze_<maze>-v4)
     "umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4",
     "medium-play": "AntMaze_Medium-v4", "medium-diverse": "AntMaze_Medium_Diverse_GR-v4",
     "large-play": "AntMaze_Large-v4", "large-diverse": "AntMaze_Large_Diverse_GR-v4",
+}
+ADROIT_IDS = {"pen": "AdroitHandPen-v1", "door": "AdroitHandDoor-v1", "hammer": "AdroitHandHammer-v1",
+              "relocate": "AdroitHandRelocate-v1"}
+# D4RL kitchen task -> the sub-tasks of its environment (D4RL's KitchenMicrowaveKettleLightSliderV0 for complete and
+# partial, KitchenMicrowaveKettleBottomBurnerLightV0 for mixed).
+KITCHEN_SUBTASKS = {
+    "kitchen-complete-v0": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "kitchen-partial-v0": ("microwave", "kettle", "light switch", "slide cabinet"),
+    "kitchen-mixed-v0": ("microwave", "kettle", "bottom burner", "light switch"),
 }
 COG_ENVIRONMENTS = {"pickplace": "Widow250PickTray-v0", "drawer": "Widow250DoubleDrawerOpenGraspNeutral-v0"}
 
@@ -47,11 +66,36 @@ def environment_id(task: str):
     maze = task[len("antmaze-"):].rsplit("-v", 1)[0]
     return "gymnasium_robotics", _ANTMAZE_IDS[maze], {"continuing_task": False}
   if prefix == "kitchen":
-    return "gymnasium_robotics", "FrankaKitchen-v1", {}
+    if task not in KITCHEN_SUBTASKS:
+      raise ConfigError(f"task={task!r}: unknown kitchen task; expected one of {sorted(KITCHEN_SUBTASKS)}")
+    return "gymnasium_robotics", "FrankaKitchen-v1", {"tasks_to_complete": list(KITCHEN_SUBTASKS[task])}
+  if prefix in ADROIT_IDS:
+    return "gymnasium_robotics", ADROIT_IDS[prefix], {}
   if prefix in COG_ENVIRONMENTS:
     return "roboverse", COG_ENVIRONMENTS[prefix], {}
   raise ConfigError(f"task={task!r}: no evaluation environment known; expected a D4RL locomotion, antmaze, "
-                    f"kitchen or COG ({sorted(COG_ENVIRONMENTS)}) task")
+                    f"adroit, kitchen or COG ({sorted(COG_ENVIRONMENTS)}) task")
+
+
+def d4rl_kitchen_observation(observation: Dict, subtasks) -> np.ndarray:
+  """FrankaKitchen-v1's dict -> D4RL's 60 values: robot qpos (9), object qpos (21), goal (30: the target of each
+  sub-task at its qpos indices, zeros elsewhere, as D4RL's KitchenBase._get_task_goal builds it)."""
+  from gymnasium_robotics.envs.franka_kitchen import kitchen_env  # pylint: disable=g-import-not-at-top
+  state = np.asarray(observation["observation"], np.float64)  # robot qpos 9, qvel 9, object qpos 21, qvel 20
+  goal = np.zeros(30)
+  for task in subtasks:
+    goal[kitchen_env.OBS_ELEMENT_INDICES[task]] = kitchen_env.OBS_ELEMENT_GOALS[task]
+  return np.concatenate([state[:9], state[18:39], goal])
+
+
+def observation_adapter(task: str) -> Callable:
+  """env observation -> the flat vector the dataset (and so the policy) uses for `task`."""
+  prefix = task.split("-")[0]
+  if prefix == "antmaze":
+    return lambda obs: minari_data.flatten_observation(obs, minari_data.GOAL_OBSERVATION_KEYS)
+  if prefix == "kitchen" and task in KITCHEN_SUBTASKS:
+    return lambda obs: d4rl_kitchen_observation(obs, KITCHEN_SUBTASKS[task])
+  return np.asarray
 
 
 def make_environment(task: str, observation_dim: Optional[int] = None):
@@ -62,25 +106,45 @@ def make_environment(task: str, observation_dim: Optional[int] = None):
     return roboverse.make(gym_id, gui=False, transpose_image=False)
   gym = _require("gymnasium", task, "gymnasium environments")
   if package == "gymnasium_robotics":
-    gym.register_envs(_require("gymnasium_robotics", task, "antmaze / kitchen environments"))
+    gym.register_envs(_require("gymnasium_robotics", task, "antmaze / adroit / kitchen environments"))
   env = gym.make(gym_id, **kwargs)
-  shape = env.observation_space.shape
-  if observation_dim is not None and shape is not None and int(np.prod(shape)) != observation_dim:
-    env.close()
-    raise ConfigError(f"task={task!r}: environment {gym_id} observes {shape} but the dataset's observations "
-                      f"have {observation_dim} values; the policy cannot be evaluated there")
+  if observation_dim is not None:
+    sample = observation_adapter(task)(env.observation_space.sample())
+    if int(np.prod(np.shape(sample))) != observation_dim:
+      env.close()
+      raise ConfigError(f"task={task!r}: environment {gym_id} observes {np.shape(sample)} values (D4RL layout) "
+                        f"but the dataset's observations have {observation_dim}; the policy cannot be evaluated "
+                        f"there")
   return env
 
 
 def rollout_returns(env, act: Callable[[np.ndarray], np.ndarray], num_episodes: int, seed: int,
-                    max_episode_steps: Optional[int] = None) -> np.ndarray:
-  """Undiscounted returns of `num_episodes` episodes; episode i is reset with seed `seed + i`."""
+                    max_episode_steps: Optional[int] = None, adapt: Callable = np.asarray,
+                    action_noise: float = 0.0, state_noise: float = 0.0,
+                    visited: Optional[List[np.ndarray]] = None) -> np.ndarray:
+  """Undiscounted returns of `num_episodes` episodes; episode i is reset with seed `seed + i`.
+
+  `adapt` maps the env's observation to the policy's input; `action_noise` / `state_noise` are the standard
+  deviations of the noisy evaluations (module docstring); `visited` (a list) receives every observation the
+  policy acted on, as it saw it.
+  """
+  rng = np.random.default_rng(seed)
+  low = getattr(env.action_space, "low", None)
+  high = getattr(env.action_space, "high", None)
   returns = []
   for episode in range(num_episodes):
     observation, _ = env.reset(seed=seed + episode)
     total, steps, done = 0.0, 0, False
     while not done:
-      observation, reward, terminated, truncated, _ = env.step(act(observation))
+      seen = adapt(observation)
+      if state_noise:
+        seen = seen + rng.normal(0.0, state_noise, np.shape(seen)).astype(np.asarray(seen).dtype)
+      if visited is not None:
+        visited.append(np.asarray(seen))
+      action = act(seen)
+      if action_noise:
+        action = np.clip(action + rng.normal(0.0, action_noise, np.shape(action)), low, high).astype(np.float32)
+      observation, reward, terminated, truncated, _ = env.step(action)
       total += float(reward)
       steps += 1
       done = terminated or truncated or (max_episode_steps is not None and steps >= max_episode_steps)
@@ -96,10 +160,15 @@ def normalized_score(task: str, raw_return: float) -> Optional[float]:
 
 
 def evaluate(task: str, act: Callable[[np.ndarray], np.ndarray], num_episodes: int, seed: int,
-             observation_dim: Optional[int] = None, max_episode_steps: Optional[int] = None) -> Dict[str, float]:
+             observation_dim: Optional[int] = None, max_episode_steps: Optional[int] = None,
+             action_noise: float = 0.0, state_noise: float = 0.0,
+             visited: Optional[List[np.ndarray]] = None) -> Dict[str, float]:
+  """return / return_std / num_episodes and, for tasks with a D4RL reference, normalized_score (x100)."""
   env = make_environment(task, observation_dim)
+  adapt = observation_adapter(task) if environment_id(task)[0] != "roboverse" else np.asarray
   try:
-    returns = rollout_returns(env, act, num_episodes, seed, max_episode_steps)
+    returns = rollout_returns(env, act, num_episodes, seed, max_episode_steps, adapt=adapt,
+                              action_noise=action_noise, state_noise=state_noise, visited=visited)
   finally:
     env.close()
   metrics = {"return": float(returns.mean()), "return_std": float(returns.std()),

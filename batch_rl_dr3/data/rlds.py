@@ -110,6 +110,7 @@ def transitions_to_arrays(transitions: tf.data.Dataset, source: str,
 
 
 def normalise_dtypes(arrays: Dict[str, np.ndarray], source: str) -> Dict[str, np.ndarray]:
+  """float32 observations / actions / rewards (uint8 images kept); DataError naming `source` on NaN or inf."""
   out = {}
   for k, v in arrays.items():
     if v.dtype == np.uint8:
