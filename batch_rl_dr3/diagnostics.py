@@ -42,3 +42,65 @@ def average_q(q_values, actions=None):
     return tf.reduce_mean(tf.reduce_max(q_values, axis=1))
   chosen = tf.gather(q_values, tf.cast(actions, tf.int32), axis=1, batch_dims=1)
   return tf.reduce_mean(chosen)
+
+
+# ------------------------------------------------------------------ actor diagnostics (Tarasov et al. 2024, §4)
+# Computed on an actor's hidden pre-activations H [n, units] (or post-ReLU features: ReLU(h) > 0 iff h > 0) for a
+# fixed batch of states, in inference mode. Rank > 2 inputs (conv activations) count every (position, channel)
+# as a unit.
+PCA_RANK_THRESHOLD = 0.99
+
+
+def _rows(features):
+  x = tf.convert_to_tensor(features)
+  return tf.reshape(x, [tf.shape(x)[0], -1])
+
+
+def dead_neuron_fraction(pre_activations):
+  """Fraction of units whose pre-activation is <= 0 on EVERY row of the batch (its ReLU output is 0 on all of them).
+
+  A strictly positive value on any row counts the unit as alive; no epsilon (ActoReg's `dead_neurons_frac`).
+  """
+  dead = tf.reduce_all(_rows(pre_activations) <= 0, axis=0)
+  return tf.reduce_mean(tf.cast(dead, tf.float32))
+
+
+def pca_rank(features, threshold: float = PCA_RANK_THRESHOLD):
+  """The smallest k with sum_{j<=k} s_j^2 >= threshold * sum_j s_j^2, s the singular values of H (no centring).
+
+  Computed as 1 + #{k : cumsum_k < threshold * total}, as ActoReg does (so an all-zero matrix gives 1). int32.
+  """
+  singular_values = tf.linalg.svd(tf.cast(_rows(features), tf.float64), compute_uv=False)
+  energy = tf.math.cumsum(tf.square(singular_values))
+  below = tf.cast(energy < threshold * energy[-1], tf.int32)
+  return 1 + tf.reduce_sum(below)
+
+
+def feature_mean(features):
+  """Mean over rows of the per-row mean over units (ActoReg's `feature_means`)."""
+  return tf.reduce_mean(tf.reduce_mean(tf.cast(_rows(features), tf.float32), axis=-1))
+
+
+def feature_std(features):
+  """Mean over rows of the per-row population std over units (ActoReg's `feature_stds`)."""
+  return tf.reduce_mean(tf.math.reduce_std(tf.cast(_rows(features), tf.float32), axis=-1))
+
+
+def actor_feature_metrics(pre_activations, features=None) -> dict:
+  """The §4 metrics of one batch: `dead_neurons_frac`, `feature_norms`, `feature_means`, `feature_stds`, `pca_rank`
+  on the trunk (the last hidden layer's pre-activations, `pre_activations[-1]`), plus `dead_neurons_frac/<i>` per
+  hidden layer. `features`, when given, replaces the trunk (e.g. the Nature torso's post-ReLU features)."""
+  layers = list(pre_activations) if isinstance(pre_activations, (list, tuple)) else [pre_activations]
+  trunk = layers[-1] if features is None else features
+  trunk32 = tf.cast(_rows(trunk), tf.float32)
+  metrics = {
+      "dead_neurons_frac": float(dead_neuron_fraction(trunk)),
+      "feature_norms": float(mean_feature_norm(trunk32)),
+      "feature_means": float(feature_mean(trunk32)),
+      "feature_stds": float(feature_std(trunk32)),
+      "pca_rank": float(pca_rank(trunk)),
+  }
+  if len(layers) > 1:
+    for i, layer in enumerate(layers):
+      metrics[f"dead_neurons_frac/{i}"] = float(dead_neuron_fraction(layer))
+  return metrics

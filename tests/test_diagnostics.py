@@ -1,5 +1,6 @@
 """srank, dot products, feature norms and average Q against hand computations."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from batch_rl_dr3 import diagnostics
@@ -38,3 +39,48 @@ def test_average_q_at_data_actions_and_max():
   q = tf.constant([[1.0, 5.0], [-2.0, -3.0]])
   np.testing.assert_allclose(diagnostics.average_q(q, tf.constant([0, 1])), (1.0 - 3.0) / 2)
   np.testing.assert_allclose(diagnostics.average_q(q), (5.0 - 2.0) / 2)
+
+
+def test_dead_neuron_fraction_by_hand():
+  h = np.array([[1.0, -1.0, 0.0, -2.0, 0.0],
+                [-1.0, -3.0, 0.0, 0.5, 0.0],
+                [-0.5, -1.0, 0.0, -1.0, 1e-6]], np.float32)
+  # column 0 alive (row 0), 1 dead, 2 dead (exactly 0 is not > 0), 3 alive, 4 alive (1e-6 > 0): 2 of 5 dead.
+  assert float(diagnostics.dead_neuron_fraction(h)) == pytest.approx(0.4, abs=1e-7)
+  # post-ReLU features give the same answer (ReLU(h) > 0 iff h > 0); conv maps count every (position, channel).
+  assert float(diagnostics.dead_neuron_fraction(np.maximum(h, 0))) == pytest.approx(0.4, abs=1e-7)
+  conv = np.zeros((2, 2, 2, 3), np.float32)
+  conv[1, 0, 1, 2] = 1.0
+  assert float(diagnostics.dead_neuron_fraction(conv)) == pytest.approx(11 / 12)
+
+
+def test_pca_rank_on_known_spectra():
+  # squared singular values 81, 16, 2, 1 (total 100): cumulative 0.81, 0.97, 0.99, 1.00 -> 99 % reached at k = 3.
+  assert int(diagnostics.pca_rank(_matrix_with_singular_values([9, 4, np.sqrt(2), 1]))) == 3
+  # the same spectrum under srank's rule (on s, not s^2) needs all 4: the two measures differ.
+  assert int(diagnostics.srank(_matrix_with_singular_values([9, 4, np.sqrt(2), 1]))) == 4
+  assert int(diagnostics.pca_rank(_matrix_with_singular_values([9, 4, np.sqrt(2), 1]), threshold=0.96)) == 2
+  assert int(diagnostics.pca_rank(_matrix_with_singular_values([9, 4, np.sqrt(2), 1]), threshold=0.5)) == 1
+  assert int(diagnostics.pca_rank(_matrix_with_singular_values([1, 1, 1, 1, 1, 1]))) == 6
+  # no centring: a constant matrix has rank 1 (centring would make it 0).
+  assert int(diagnostics.pca_rank(np.full((5, 4), 3.0, np.float32))) == 1
+
+
+def test_feature_statistics_by_hand():
+  h = np.array([[3.0, 4.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
+  # row norms 5 and 2; row means 7/4 and 1; row population stds sqrt(((1.25)^2+(2.25)^2+2*(1.75)^2)/4) and 0.
+  std0 = np.sqrt((1.25 ** 2 + 2.25 ** 2 + 2 * 1.75 ** 2) / 4)
+  assert float(diagnostics.mean_feature_norm(h)) == 3.5
+  assert float(diagnostics.feature_mean(h)) == np.float32((1.75 + 1.0) / 2)
+  np.testing.assert_allclose(float(diagnostics.feature_std(h)), std0 / 2, rtol=1e-6)
+  # h - 1.5 = [[1.5, 2.5, -1.5, -1.5], [-0.5] * 4]: columns 2 and 3 never positive; row means 0.25 and -0.5.
+  layers = [np.array([[-1.0, 2.0], [-1.0, 3.0]], np.float32), h - 1.5]
+  metrics = diagnostics.actor_feature_metrics(layers)
+  assert metrics["dead_neurons_frac/0"] == 0.5 and metrics["dead_neurons_frac/1"] == 0.5
+  assert metrics["dead_neurons_frac"] == 0.5  # the trunk is the last layer
+  np.testing.assert_allclose(metrics["feature_means"], (0.25 - 0.5) / 2, rtol=1e-6)
+  np.testing.assert_allclose(metrics["feature_norms"], (np.sqrt(1.5 ** 2 * 3 + 2.5 ** 2) + 1.0) / 2, rtol=1e-6)
+  # the two rows are independent and the smaller squared singular value holds > 1 % of the energy: rank 2.
+  assert metrics["pca_rank"] == 2.0
+  features = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)
+  assert diagnostics.actor_feature_metrics(layers, features=features)["pca_rank"] == 1.0

@@ -52,7 +52,7 @@ def write(dataset_id, episodes, data_format="hdf5", **kwargs):
 @pytest.mark.parametrize("data_format", ["hdf5", "arrow"])
 def test_transitions_by_hand(data_format):
   write("test/toy-v0", toy_episodes(), data_format)
-  data, source = minari_data.load_minari(task="toy", dataset_id="test/toy-v0")
+  data, source = minari_data.load_minari(task="toy", dataset_id="test/toy-v0", transitions="rlds")
   assert source == "minari:test/toy-v0"
   # Every step of every episode is a transition (o_T is stored, so the truncated episode keeps its last one).
   assert len(data["reward"]) == 4 + 3 + 1
@@ -68,10 +68,17 @@ def test_transitions_by_hand(data_format):
   np.testing.assert_allclose(data["next_action"][:4], [[0.1, 0], [0.2, 0], [0.3, 0], [0.3, 0]], atol=1e-7)
   np.testing.assert_allclose(data["next_action"][6], [0.2, -0.1], atol=1e-7)
   assert data["observation"].dtype == np.float32 and data["reward"].dtype == np.float32
+  # The default rule drops the step where episode 1 was truncated (D4RL's qlearning_dataset drops time-out rows).
+  d4rl_rule, _ = minari_data.load_minari(task="toy", dataset_id="test/toy-v0")
+  keep = np.arange(8) != 6
+  for key in data:
+    np.testing.assert_array_equal(d4rl_rule[key], data[key][keep], err_msg=key)
 
 
 def test_same_transitions_as_the_d4rl_path(tmp_path):
-  """The same episodes as a D4RL hdf5 file with next_observations give exactly the same transitions."""
+  """The same episodes as a D4RL hdf5 file with next_observations give exactly the same transitions under the 'rlds'
+  rule; under the default 'd4rl' rule the same rows, with s' of a terminal step the true o_T where D4RL's
+  qlearning_dataset puts the next episode's first row (a placeholder: discount 0)."""
   episodes = toy_episodes()
   write("test/toy-v0", episodes)
   cat = lambda key, sl: np.concatenate([np.asarray(getattr(e, key))[sl] for e in episodes])
@@ -79,10 +86,19 @@ def test_same_transitions_as_the_d4rl_path(tmp_path):
             "actions": cat("actions", slice(None)), "rewards": cat("rewards", slice(None)),
             "terminals": cat("terminations", slice(None)), "timeouts": cat("truncations", slice(None))}
   d4rl.write_d4rl_hdf5(str(tmp_path / "toy.hdf5"), arrays)
-  expected, _ = d4rl.load_d4rl(task="toy", hdf5_path=str(tmp_path / "toy.hdf5"))
-  got, _ = minari_data.load_minari(task="toy", dataset_id="test/toy-v0")
+  expected, _ = d4rl.load_d4rl(task="toy", hdf5_path=str(tmp_path / "toy.hdf5"), transitions="rlds")
+  got, _ = minari_data.load_minari(task="toy", dataset_id="test/toy-v0", transitions="rlds")
   for key in rlds.TRANSITION_KEYS:
     np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+  expected, _ = d4rl.load_d4rl(task="toy", hdf5_path=str(tmp_path / "toy.hdf5"))
+  got, _ = minari_data.load_minari(task="toy", dataset_id="test/toy-v0")
+  assert len(expected["reward"]) == 6  # D4RL also drops the file's last row (episode 2's only step)
+  for key in rlds.TRANSITION_KEYS:
+    rows = got[key][:6]
+    if key == "next_observation":
+      live = expected["discount"] == 1.0
+      rows, expected[key] = rows[live], expected[key][live]
+    np.testing.assert_array_equal(rows, expected[key], err_msg=key)
 
 
 def test_data_collector_on_hopper_terminations_and_truncations(tmp_path):
@@ -100,7 +116,7 @@ def test_data_collector_on_hopper_terminations_and_truncations(tmp_path):
                                author_email="t@example.com", code_permalink="https://example.com")
   env.close()
   episodes = list(dataset.iterate_episodes())
-  data, _ = minari_data.load_minari(task="hopper-random-v2", dataset_id="test/hopper-v0")
+  data, _ = minari_data.load_minari(task="hopper-random-v2", dataset_id="test/hopper-v0", transitions="rlds")
   assert len(data["reward"]) == sum(len(e.actions) for e in episodes) == dataset.total_steps
   kinds = {bool(e.terminations[-1]) for e in episodes} | {"trunc" for e in episodes if e.truncations[-1]}
   assert {True, "trunc"} <= kinds  # both endings occur, so both are checked below
@@ -114,7 +130,7 @@ def test_data_collector_on_hopper_terminations_and_truncations(tmp_path):
     assert data["discount"][start + steps - 1] == (0.0 if e.terminations[-1] else 1.0)
     start += steps
   folder = os.path.join(os.environ["MINARI_DATASETS_PATH"], "test", "hopper-v0")
-  by_path, source = minari_data.load_minari(task="hopper-random-v2", path=folder)
+  by_path, source = minari_data.load_minari(task="hopper-random-v2", path=folder, transitions="rlds")
   assert source == f"minari:{folder}"
   for key in data:
     np.testing.assert_array_equal(by_path[key], data[key])
@@ -144,7 +160,7 @@ def test_medium_expert_concatenates_medium_and_expert_with_distinct_episode_ids(
   episodes = toy_episodes()
   write("mujoco/hopper/medium-v0", episodes[:2])
   write("mujoco/hopper/expert-v0", [dataclasses.replace(e, id=i) for i, e in enumerate(episodes[2:] + episodes[:1])])
-  data, source = minari_data.load_minari(task="hopper-medium-expert-v2")
+  data, source = minari_data.load_minari(task="hopper-medium-expert-v2", transitions="rlds")
   assert source == "minari:mujoco/hopper/medium-v0+mujoco/hopper/expert-v0"
   np.testing.assert_array_equal(data["episode"], [0] * 4 + [1] * 3 + [2] + [3] * 4)
   np.testing.assert_allclose(data["reward"], [0, 1, 2, 3, 10, 11, 12, 20, 0, 1, 2, 3])
@@ -159,6 +175,8 @@ def test_bad_input_names_the_culprit(minari_root, tmp_path):
     minari_data.load_minari(task="breakout")
   with pytest.raises(DataError, match="load_minari.path=.*no Minari dataset"):
     minari_data.load_minari(task="x", path=str(tmp_path))
+  with pytest.raises(ConfigError, match="load_minari.transitions='all'"):
+    minari_data.load_minari(task="x", path=str(tmp_path), transitions="all")
   with pytest.raises(ConfigError, match="exactly one of dataset_id and path"):
     minari_data.open_dataset(dataset_id="a/b-v0", path=str(tmp_path))
 

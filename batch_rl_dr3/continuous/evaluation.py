@@ -112,9 +112,8 @@ def make_environment(task: str, observation_dim: Optional[int] = None):
     sample = observation_adapter(task)(env.observation_space.sample())
     if int(np.prod(np.shape(sample))) != observation_dim:
       env.close()
-      raise ConfigError(f"task={task!r}: environment {gym_id} observes {np.shape(sample)} values (D4RL layout) "
-                        f"but the dataset's observations have {observation_dim}; the policy cannot be evaluated "
-                        f"there")
+      raise ConfigError(f"task={task!r}: environment {gym_id} observes {np.shape(sample)} but the dataset's "
+                        f"observations have {observation_dim} values; the policy cannot be evaluated there")
   return env
 
 

@@ -1,7 +1,7 @@
 """`ContinuousExperiment`: the continuous path plugged into the shared runner (`batch_rl_dr3.runner`).
 
 Select it with `run_experiment.create_experiment = @ContinuousExperiment`; configure the data
-(`ContinuousExperiment.load_dataset = @load_d4rl` or `@load_cog`), the agent (`agent_name` in
+(`ContinuousExperiment.load_dataset = @load_d4rl`, `@load_minari` or `@load_cog`), the agent (`agent_name` in
 {'sac', 'cql_sac', 'brac'}; its options are bound on `Dr3SacAgent`, `Dr3CqlSacAgent`, `BracAgent`), networks
 (`FeatureCriticNetwork`, `RegularizedActorNetwork`) and DR3 (`ContinuousExperiment.dr3_coefficient`, `dr3_penalty.*`) in gin.
 
@@ -25,6 +25,7 @@ from batch_rl_dr3.continuous import replay as replay_lib
 from batch_rl_dr3.continuous import sac
 from batch_rl_dr3.data import cog  # noqa: F401  (registers @load_cog for gin)
 from batch_rl_dr3.data import d4rl
+from batch_rl_dr3.data import minari as minari_data  # noqa: F401  (registers @load_minari for gin)
 from batch_rl_dr3.errors import ConfigError
 
 AGENTS = ("sac", "cql_sac", "brac")

@@ -3,8 +3,8 @@
 `load_minari(task, dataset_id=..., path=...)` returns the same `(arrays, source)` as `load_d4rl`
 (`batch_rl_dr3.data.rlds.TRANSITION_KEYS`), plus two per-transition columns the D4RL path does not have:
 `episode` (int64, the Minari episode id) and `next_action` (a_{t+1} of the same episode; at an episode's last step
-there is none, and a_t stands in: a terminal step never bootstraps, a truncated one gets a slightly wrong
-next-action term, the reference's §6.3 option).
+there is none, and a_t stands in: a terminal step never bootstraps; a truncated one is dropped by the default
+rule, and under 'rlds' gets a slightly wrong next-action term: the reference's §6.3 options).
 
 Where the data comes from (never downloaded here):
 * a Minari dataset id ('D4RL/door/human-v2', 'mujoco/hopper/medium-v0') resolved under the local Minari root,
@@ -13,9 +13,13 @@ Where the data comes from (never downloaded here):
 With neither, a D4RL task name is mapped through `MINARI_IDS` (the study's names -> Minari ids).
 
 Minari stores an episode as T+1 observations o_0..o_T and T actions, rewards, terminations and truncations. Transition
-t = (o_t, a_t, r_t, o_{t+1}, discount = 1 - terminations[t]): a truncation never stops bootstrapping, and unlike
-D4RL's files nothing is lost at a time-out because o_T is stored. These are exactly the transitions
-`load_d4rl(hdf5_path=...)` gives for the same episodes written as a D4RL file with `next_observations` (tested).
+t = (o_t, a_t, r_t, o_{t+1}, discount = 1 - terminations[t]): a truncation never stops bootstrapping. Which steps
+become transitions (`load_minari.transitions`, the same two rules as `load_d4rl.transitions`):
+* 'd4rl' (default, as load_d4rl): D4RL's qlearning_dataset drops the time-out step (its s' was not stored), so the
+  step where an episode is truncated is dropped here too; everything else is kept;
+* 'rlds': every step (Minari stores o_T, so a truncated episode's last step has its true s'); exactly the
+  transitions `load_d4rl(hdf5_path=..., transitions='rlds')` gives for the same episodes written as a D4RL file
+  with `next_observations` (tested).
 
 Dict observation spaces (AntMaze, Kitchen) are flattened by `flatten_observation` in the order of
 `observation_keys`; the default for goal-conditioned mazes, ('achieved_goal', 'observation'), rebuilds D4RL's
@@ -119,8 +123,8 @@ def flatten_observation(observation, keys: Optional[Sequence[str]] = None) -> np
   return np.concatenate([p.reshape(leading + (-1,)) for p in parts], axis=-1)
 
 
-def episode_transitions(episode, observation_keys=None) -> Dict[str, np.ndarray]:
-  """One `minari.EpisodeData` -> its T transitions (keys TRANSITION_KEYS + next_action + episode)."""
+def episode_transitions(episode, observation_keys=None, transitions: str = "d4rl") -> Dict[str, np.ndarray]:
+  """One `minari.EpisodeData` -> its transitions (keys TRANSITION_KEYS + next_action + episode; module docstring)."""
   observations = flatten_observation(episode.observations, observation_keys)
   actions = np.asarray(episode.actions)
   steps = len(actions)
@@ -128,7 +132,7 @@ def episode_transitions(episode, observation_keys=None) -> Dict[str, np.ndarray]
     raise DataError(f"Minari episode {episode.id}: {len(observations)} observations for {steps} actions; "
                     f"expected T+1 observations for T steps")
   next_action = np.concatenate([actions[1:], actions[-1:]]) if steps else actions
-  return {
+  arrays = {
       "observation": observations[:-1],
       "action": actions,
       "reward": np.asarray(episode.rewards).reshape(steps),
@@ -137,15 +141,19 @@ def episode_transitions(episode, observation_keys=None) -> Dict[str, np.ndarray]
       "next_action": next_action,
       "episode": np.full(steps, int(episode.id), np.int64),
   }
+  if transitions == "d4rl":
+    keep = ~np.asarray(episode.truncations, bool).reshape(steps)
+    arrays = {k: v[keep] for k, v in arrays.items()}
+  return arrays
 
 
 def dataset_transitions(dataset, source: str, observation_keys=None, episode_offset: int = 0,
-                        max_transitions: Optional[int] = None) -> Dict[str, np.ndarray]:
+                        max_transitions: Optional[int] = None, transitions: str = "d4rl") -> Dict[str, np.ndarray]:
   """All transitions of a MinariDataset in episode order (float32 unless uint8 images; NaN/inf -> DataError)."""
   columns = []
   total = 0
   for episode in dataset.iterate_episodes():
-    part = episode_transitions(episode, observation_keys)
+    part = episode_transitions(episode, observation_keys, transitions)
     part["episode"] = part["episode"] + episode_offset
     columns.append(part)
     total += len(part["reward"])
@@ -165,7 +173,8 @@ def dataset_transitions(dataset, source: str, observation_keys=None, episode_off
 @gin.configurable
 def load_minari(task: str = gin.REQUIRED, dataset_id: Optional[str] = None, path: Optional[str] = None,
                 observation_keys: Optional[Sequence[str]] = None, max_transitions: Optional[int] = None,
-                reward_scale: float = 1.0, reward_bias: float = 0.0) -> Tuple[Dict[str, np.ndarray], str]:
+                reward_scale: float = 1.0, reward_bias: float = 0.0,
+                transitions: str = "d4rl") -> Tuple[Dict[str, np.ndarray], str]:
   """Transition arrays of a local Minari dataset and a one-line description of the source.
 
   Args:
@@ -176,7 +185,11 @@ def load_minari(task: str = gin.REQUIRED, dataset_id: Optional[str] = None, path
     observation_keys: order in which a dict observation is flattened (see `flatten_observation`).
     max_transitions: keep only the first this-many transitions (smoke tests).
     reward_scale, reward_bias: r <- reward_scale * (r + reward_bias), as load_d4rl.
+    transitions: 'd4rl' (drop the step where an episode is truncated, as D4RL's qlearning_dataset) or 'rlds'
+      (keep every step); see the module docstring.
   """
+  if transitions not in d4rl.TRANSITION_RULES:
+    raise ConfigError(f"load_minari.transitions={transitions!r}; expected one of {d4rl.TRANSITION_RULES}")
   if path is not None or dataset_id is not None:
     datasets = [(dataset_id or path, open_dataset(dataset_id=dataset_id, path=path))]
   else:
@@ -184,7 +197,7 @@ def load_minari(task: str = gin.REQUIRED, dataset_id: Optional[str] = None, path
   parts, offset = [], 0
   for name, dataset in datasets:
     part = dataset_transitions(dataset, f"minari:{name}", observation_keys, episode_offset=offset,
-                               max_transitions=max_transitions)
+                               max_transitions=max_transitions, transitions=transitions)
     offset = int(part["episode"].max()) + 1
     parts.append(part)
   data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
