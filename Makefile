@@ -13,6 +13,9 @@ LAUNCH_STAMP := $(VENV)/.installed-launch
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c "import sys; assert sys.version_info[:2] == (3, 11)" 2>/dev/null || { echo "Python 3.11 is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# mujoco 4.0.0 (an earlier pin) split into mujoco-core / mujoco-studio, which own mujoco/'s files: remove them
+	@# before requirements.txt puts mujoco 3.3.7 there (a no-op on a fresh venv).
+	@$(PY) -m pip uninstall -y -q mujoco-core mujoco-studio 2>/dev/null || true
 	set -o pipefail; $(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	set -o pipefail; $(PY) -m pip install -q --no-deps -r requirements-nodeps.txt 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	set -o pipefail; $(PY) -m pip install -q --no-deps -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }

@@ -104,3 +104,55 @@ def actor_feature_metrics(pre_activations, features=None) -> dict:
     for i, layer in enumerate(layers):
       metrics[f"dead_neurons_frac/{i}"] = float(dead_neuron_fraction(layer))
   return metrics
+
+
+def plasticity_probe(action_fn, variables, observations, actions, optimizer, steps: int = 100,
+                     state=None) -> dict:
+  """The plasticity probe of Tarasov et al. 2024 as the study intended it (reference §4).
+
+  Trains the actor for `steps` full-batch behaviour-cloning steps on (observations, actions) (the validation split)
+  with the actor's own optimizer and its current state, and reports the BC loss after them, each step's gradient
+  taken at the parameters the previous step produced. (The authors' code takes all 100 gradients at the original
+  parameters and evaluates the loss there, so its logged value is the starting loss; `start_mse` is that number.)
+  Afterwards every variable of `state` (default: `variables` and `optimizer`) gets its value back, so training goes
+  on from where it was: the probe acts on a copy in effect.
+
+  Args:
+    action_fn: observations -> deterministic actions [B, A] computed from `variables` (dropout on where the actor
+      has it, as the study trains).
+    variables: the actor's trainable variables.
+    observations, actions: the BC batch.
+    optimizer: the actor's optimizer (a tf.keras optimizer or anything with apply_gradients).
+    steps: number of BC steps (the study: 100).
+    state: trackables restored afterwards (e.g. also the actor network, whose dropout generator advances).
+  Returns:
+    {'start_loss': mean over the batch of ||pi(s) - a||^2 summed over action dims (the authors' start_loss),
+     'start_mse': per-element MSE before, 'bc_loss': per-element MSE after the `steps` steps}.
+  """
+  import tempfile  # pylint: disable=g-import-not-at-top
+  observations = tf.convert_to_tensor(observations)
+  actions = tf.cast(actions, tf.float32)
+  variables = list(variables)
+  if hasattr(optimizer, "build"):
+    optimizer.build(variables)  # its slots exist before the snapshot, so they are restored too
+  trackables = list(state) if state is not None else [optimizer]
+  snapshot = tf.train.Checkpoint(variables=variables, **{f"state_{i}": t for i, t in enumerate(trackables)})
+
+  def squared_error():
+    return tf.square(tf.cast(action_fn(observations), tf.float32) - actions)
+
+  @tf.function
+  def bc_step():
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(squared_error())
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+  with tempfile.TemporaryDirectory() as folder:
+    path = snapshot.write(f"{folder}/probe")
+    start = squared_error()
+    for _ in range(steps):
+      bc_step()
+    after = float(tf.reduce_mean(squared_error()))
+    snapshot.read(path).assert_consumed()
+  return {"start_loss": float(tf.reduce_mean(tf.reduce_sum(start, axis=-1))),
+          "start_mse": float(tf.reduce_mean(start)), "bc_loss": after}

@@ -84,3 +84,39 @@ def test_feature_statistics_by_hand():
   assert metrics["pca_rank"] == 2.0
   features = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)
   assert diagnostics.actor_feature_metrics(layers, features=features)["pca_rank"] == 1.0
+
+
+def test_plasticity_probe_trains_a_copy_and_restores_the_actor():
+  """Linear actor a = s W, SGD: 100 full-batch steps against the same recursion in numpy; then everything restored."""
+  rng = np.random.default_rng(0)
+  s = rng.normal(size=(64, 5))
+  a = s @ rng.normal(size=(5, 3)) + 0.1 * rng.normal(size=(64, 3))
+  w0 = rng.normal(size=(5, 3))
+  w = tf.Variable(w0, dtype=tf.float64)
+  optimizer = tf.keras.optimizers.SGD(learning_rate=0.05)
+  result = diagnostics.plasticity_probe(lambda obs: obs @ w, [w], s, a.astype(np.float32), optimizer, steps=100)
+  wn = w0.copy()
+  for _ in range(100):  # d/dW mean((sW - a)^2) = 2 s^T (sW - a) / (B * A)
+    wn -= 0.05 * 2 * s.T @ (s @ wn - a) / a.size
+  np.testing.assert_allclose(result["bc_loss"], np.mean((s @ wn - a) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(result["start_mse"], np.mean((s @ w0 - a) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(result["start_loss"], np.mean(np.sum((s @ w0 - a) ** 2, axis=1)), rtol=1e-5)
+  assert result["bc_loss"] < 0.5 * result["start_mse"]  # the authors' bug would report start_mse here
+  np.testing.assert_array_equal(w.numpy(), w0)  # the actor is untouched
+  assert int(optimizer.iterations) == 0
+
+
+def test_plasticity_probe_keeps_adam_state():
+  w = tf.Variable(np.ones((2, 1)), dtype=tf.float32)
+  optimizer = tf.keras.optimizers.Adam(learning_rate=0.1)
+  s = tf.constant([[1.0, 2.0], [0.5, -1.0]])
+  for _ in range(3):  # some training first: the optimizer has state
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(tf.square(s @ w))
+    optimizer.apply_gradients([(tape.gradient(loss, w), w)])
+  before = [v.numpy().copy() for v in optimizer.variables] + [w.numpy().copy()]
+  diagnostics.plasticity_probe(lambda obs: obs @ w, [w], s, np.zeros((2, 1), np.float32), optimizer, steps=10)
+  after = [v.numpy() for v in optimizer.variables] + [w.numpy()]
+  assert len(before) == len(after) == 4  # iterations, m, v, w
+  for x, y in zip(before, after):
+    np.testing.assert_array_equal(x, y)
