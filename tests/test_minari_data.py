@@ -13,6 +13,7 @@ from batch_rl_dr3.data import d4rl
 from batch_rl_dr3.data import minari as minari_data
 from batch_rl_dr3.data import rlds
 from batch_rl_dr3.errors import ConfigError, DataError
+from tests import minari_fixtures
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
 ACT_SPACE = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -104,17 +105,7 @@ def test_same_transitions_as_the_d4rl_path(tmp_path):
 def test_data_collector_on_hopper_terminations_and_truncations(tmp_path):
   """A dataset recorded by minari's DataCollector in gymnasium's Hopper: T+1 observations per episode, discount 0
   exactly at the environment's terminations, and folder loading equal to id loading."""
-  env = minari.DataCollector(gym.make("Hopper-v5", max_episode_steps=30))
-  rng = np.random.default_rng(0)
-  for episode in range(6):
-    env.reset(seed=episode)
-    done = False
-    while not done:
-      _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 3).astype(np.float32))
-      done = terminated or truncated
-  dataset = env.create_dataset("test/hopper-v0", algorithm_name="random", author="test",
-                               author_email="t@example.com", code_permalink="https://example.com")
-  env.close()
+  dataset = minari_fixtures.record_hopper_dataset("test/hopper-v0", episodes=6, max_episode_steps=30)
   episodes = list(dataset.iterate_episodes())
   data, _ = minari_data.load_minari(task="hopper-random-v2", dataset_id="test/hopper-v0", transitions="rlds")
   assert len(data["reward"]) == sum(len(e.actions) for e in episodes) == dataset.total_steps

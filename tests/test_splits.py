@@ -1,7 +1,5 @@
 """The validation split: whole episodes held out, seeded, never in the replay; episode ids inferred from transitions
 agree with Minari's explicit ones."""
-import gymnasium as gym
-import minari
 import numpy as np
 import pytest
 
@@ -9,6 +7,7 @@ from batch_rl_dr3.continuous import replay as replay_lib
 from batch_rl_dr3.data import minari as minari_data
 from batch_rl_dr3.data import splits
 from batch_rl_dr3.errors import ConfigError
+from tests import minari_fixtures
 
 
 def episodic_arrays(lengths, terminal_every=2, seed=0):
@@ -38,17 +37,7 @@ def test_episode_ids_from_continuity():
 
 def test_inferred_ids_match_minari_ids(tmp_path, monkeypatch):
   monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-  env = minari.DataCollector(gym.make("Hopper-v5", max_episode_steps=25))
-  rng = np.random.default_rng(1)
-  for episode in range(8):
-    env.reset(seed=episode)
-    done = False
-    while not done:
-      _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, 3).astype(np.float32))
-      done = terminated or truncated
-  env.create_dataset("test/hop-v0", algorithm_name="random", author="t", author_email="t@example.com",
-                     code_permalink="https://example.com")
-  env.close()
+  minari_fixtures.record_hopper_dataset("test/hop-v0", episodes=8, max_episode_steps=25, seed=1)
   for rule in ("d4rl", "rlds"):
     data, _ = minari_data.load_minari(task="x", dataset_id="test/hop-v0", transitions=rule)
     explicit = data.pop("episode")
