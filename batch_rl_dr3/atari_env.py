@@ -14,8 +14,17 @@ the DQN Replay dataset and of its evaluations, Machado et al. 2018):
 Details kept from Dopamine: at reset the second pooling buffer is zeroed, so the first observation is the
 resized first screen; when the game ends inside the frame skip, the remaining frames are not played and the
 pooling buffers are not refreshed (Dopamine pools in place, so that last observation mixes older screens; it is
-never used for learning). Seeding follows gymnasium's `AtariEnv.seed_game`, so ``AtariEnv(game, seed=s)``
-plays exactly the frames of gymnasium's ``ALE/<Game>-v5`` (frameskip=1) after ``reset(seed=s)``.
+never used for learning). Seeding: the ALE's ``random_seed`` is gymnasium's `AtariEnv.seed_game` word for ``seed``
+(from ``np.random.SeedSequence(seed)``) with its top bit cleared (`ale_seed`): ale-py's vector environment, which
+batched evaluation uses, takes only non-negative seeds. So ``AtariEnv(game, seed=s)`` plays exactly the frames of
+gymnasium's ``ALE/<Game>-v5`` (frameskip=1) after ``reset(seed=s)`` for the seeds whose word is below 2**31
+(about half: 1, 4, 6, 8, 11, 13, ...), and the same frames as `BatchedAtariEnv` for every seed.
+
+`BatchedAtariEnv` runs k such games in ale-py's C++ vector environment (`ale_py.ALEVectorInterface`: worker
+threads, max-pool, INTER_AREA resize and frame stacking in C++, no per-step Python work per game), with the
+same preprocessing set up to be Dopamine's (no no-op starts, no FIRE reset, no reward clipping, no life-loss
+terminals): each of its games plays exactly the frames, rewards and episode ends of an `AtariEnv` with the same
+seed and the states of a `FrameStack` over them (tested frame by frame).
 
 One difference from Dopamine 4.1.2, on purpose: its gymnasium path also sets the ALE's
 ``max_num_frames_per_episode`` to 100,000, which ends episodes (as a game over) at 25,000 agent steps, before
@@ -67,9 +76,13 @@ def rom_path(game: str, rom_dir: Optional[str] = None) -> str:
 
 
 def ale_seed(seed: Optional[int]) -> int:
-  """The ALE `random_seed` that gymnasium's `AtariEnv.seed_game(seed)` sets (so frames match theirs)."""
+  """The ALE `random_seed` for `seed`: gymnasium's `AtariEnv.seed_game(seed)` word with its top bit cleared.
+
+  Non-negative, as ale-py's vector environment requires (it ignores negative seeds); equal to gymnasium's
+  seed whenever that word is below 2**31.
+  """
   _, ale_seed_word = np.random.SeedSequence(seed).generate_state(n_words=2)
-  return int(np.uint32(ale_seed_word).astype(np.int32))
+  return int(ale_seed_word) & 0x7FFFFFFF
 
 
 def _new_ale(path: str, seed: Optional[int], sticky_action_prob: float, max_frames_per_episode: Optional[int]):
@@ -211,3 +224,83 @@ class FrameStack:
   def state(self) -> np.ndarray:
     """A copy of the stack, uint8 [84, 84, stack_size], oldest frame first."""
     return self._state.copy()
+
+
+# The vector environment's episode cap counts frames; "no cap" is a count no episode reaches.
+_NO_FRAME_CAP = 2 ** 30
+
+
+def default_num_threads(num_envs: int) -> int:
+  """Worker threads of a `BatchedAtariEnv`: one per usable core, at most one per game."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  return max(1, min(int(num_envs), cores))
+
+
+class BatchedAtariEnv:
+  """`num_envs` Atari games stepped together in ale-py's C++ vector environment (see the module docstring).
+
+  `reset(seeds)` seeds game ``i`` with ``seeds[i]`` (the seed an `AtariEnv` would take) and starts its first
+  episode; an instance can be reset with new seeds any number of times (creating the games loads the ROM once per
+  game, the costly part: keep the instance). States are Dopamine's agent states, uint8 ``[num_envs, 84, 84, 4]``.
+  `step` resets a game whose episode ended in the same call (ale-py's SameStep autoreset): its state is then the
+  first state of its next episode (zeros and the first frame), and its reward / terminal / truncated are those of
+  the step that ended the old one.
+  """
+
+  def __init__(self, game: str, num_envs: int, *, sticky_action_prob: float = STICKY_ACTION_PROB,
+               max_steps_per_episode: Optional[int] = MAX_STEPS_PER_EPISODE, rom_dir: Optional[str] = None,
+               num_threads: Optional[int] = None):
+    import ale_py  # pylint: disable=import-outside-toplevel
+    self.game = atari_games.canonical_game(game)
+    if int(num_envs) < 1:
+      raise ConfigError(f"BatchedAtariEnv: num_envs must be >= 1; got {num_envs}")
+    if not 0.0 <= sticky_action_prob <= 1.0:
+      raise ConfigError(f"sticky_action_prob must be in [0, 1]; got {sticky_action_prob}")
+    if max_steps_per_episode is not None and max_steps_per_episode <= 0:
+      raise ConfigError(f"max_steps_per_episode must be positive or None; got {max_steps_per_episode}")
+    self.num_envs = int(num_envs)
+    frame_cap = _NO_FRAME_CAP if max_steps_per_episode is None else int(max_steps_per_episode) * FRAME_SKIP
+    threads = default_num_threads(self.num_envs) if num_threads is None else int(num_threads)
+    self._vector = ale_py.ALEVectorInterface(
+        rom_path(self.game, rom_dir), self.num_envs, frame_skip=FRAME_SKIP, stack_num=STACK_SIZE,
+        img_height=SCREEN_SIZE, img_width=SCREEN_SIZE, grayscale=True, maxpool=True, noop_max=0,
+        use_fire_reset=False, episodic_life=False, life_loss_info=False, reward_clipping=False,
+        max_episode_steps=frame_cap, repeat_action_probability=float(sticky_action_prob),
+        full_action_space=False, num_threads=threads, autoreset_mode="SameStep")
+    self.num_actions = len(minimal_action_set(self.game, rom_dir))
+    self._paddle_strength = np.ones(self.num_envs, np.float32)
+
+  @staticmethod
+  def _states(observations: np.ndarray) -> np.ndarray:
+    # ale-py stacks frames first ([k, 4, 84, 84], oldest first); the agent state is [k, 84, 84, 4].
+    return np.ascontiguousarray(np.transpose(observations, (0, 2, 3, 1)))
+
+  def reset(self, seeds) -> np.ndarray:
+    """Seeds game i with seeds[i] and starts its first episode; returns the states [num_envs, 84, 84, 4]."""
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != self.num_envs:
+      raise ValueError(f"BatchedAtariEnv.reset: {len(seeds)} seeds for {self.num_envs} games")
+    observations, _ = self._vector.reset(list(range(self.num_envs)), [ale_seed(s) for s in seeds])
+    return self._states(observations)
+
+  def step(self, actions) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Plays one agent step in every game; actions index the minimal action set.
+
+    Returns:
+      (states uint8 [k, 84, 84, 4], rewards float64 [k] (unclipped sums over the frame skip), terminal bool [k]
+       (game over), truncated bool [k] (the episode reached max_steps_per_episode without a game over)).
+    """
+    actions = np.asarray(actions, np.int32)
+    self._vector.send(actions, self._paddle_strength)
+    observations, rewards, terminal, truncated, _ = self._vector.recv()
+    return (self._states(observations), np.asarray(rewards, np.float64), np.asarray(terminal, bool),
+            np.asarray(truncated, bool))
+
+
+@functools.lru_cache(maxsize=1)
+def batched_env(game: str, num_envs: int, sticky_action_prob: float, max_steps_per_episode: Optional[int],
+                rom_dir: Optional[str], num_threads: Optional[int]) -> BatchedAtariEnv:
+  """The last `BatchedAtariEnv` built with these settings (evaluations of one run reuse its games: each
+  evaluation only reseeds them, which reloads the ROM in the worker threads, instead of building them)."""
+  return BatchedAtariEnv(game, num_envs, sticky_action_prob=sticky_action_prob,
+                         max_steps_per_episode=max_steps_per_episode, rom_dir=rom_dir, num_threads=num_threads)

@@ -54,7 +54,7 @@ class AtariExperiment:
 
   def __init__(self, seed: int = 0, game: str = gin.REQUIRED, data_run: int = 1,
                agent_name: str = "cql_qr", batch_size: int = 32, evaluation_steps: int = 125_000,
-               epsilon_eval: float = 0.001, max_steps_per_episode: int = 27_000, num_eval_envs: int = 1,
+               epsilon_eval: float = 0.001, max_steps_per_episode: int = 27_000, num_eval_envs: int = 32,
                diagnostics_batch_size: int = 512, label: Optional[str] = None):
     """
     Args:
@@ -63,10 +63,13 @@ class AtariExperiment:
       data_run: which logged DQN run (1..5) of the game to read.
       agent_name: 'dqn', 'rem' or 'cql_qr'.
       batch_size: transitions per gradient step.
-      evaluation_steps: agent steps of evaluation per iteration (0 turns evaluation off).
+      evaluation_steps: agent steps of evaluation per iteration (0 turns evaluation off): a hard limit, shared
+        evenly by the games (see `evaluation`; `evaluate.finish_episodes = True` is Dopamine's accounting).
       epsilon_eval: epsilon of the evaluation policy (0.001 in the DQN Replay papers).
       max_steps_per_episode: evaluation episode cap (27,000 agent steps = 108k frames).
-      num_eval_envs: environments stepped in lockstep during evaluation (one batched policy call a step).
+      num_eval_envs: games stepped in lockstep during evaluation (one batched policy call a step); 32: about 4x
+        the agent steps/s of one game on 2 CPU cores (benchmarks/bench_eval.py). Each game gets
+        evaluation_steps / num_eval_envs steps; episodes the budget cuts are not counted (eval/cut_episodes).
       diagnostics_batch_size: size of the fixed batch on which srank and feature norms are measured.
       label: the name the report groups this run under (default: agent name, '+DR3' when c0 > 0, and the
         backup when it is not Q-learning, e.g. 'CQL+DR3', 'DQN (sarsa)'). Give distinct labels to runs that
@@ -134,7 +137,7 @@ class AtariExperiment:
         max_steps_per_episode=self.max_steps_per_episode,
         seed=derived_seed(self.seed, f"evaluation/{iteration}"), num_envs=self.num_eval_envs)
     metrics = {"return": float(result.mean_return), "num_episodes": float(result.num_episodes),
-               "steps": float(result.steps)}
+               "cut_episodes": float(result.num_cut_episodes), "steps": float(result.steps)}
     if scores.has_human_score(self.game):
       metrics["normalized_score"] = float(scores.human_normalized_score(self.game, result.mean_return))
     return metrics

@@ -1,24 +1,32 @@
-"""Atari evaluation with the protocol of the DQN Replay papers (Dopamine's runner, eval phase).
+"""Atari evaluation with the protocol of the DQN Replay papers (Dopamine's runner, eval phase), batched.
 
-`evaluate(policy, game)` plays whole episodes until the step budget is used, as Dopamine's
-`Runner._run_one_phase`: it starts episodes while fewer than `num_steps` agent steps have been played and
-always finishes the episode that crosses the budget, so slightly more than `num_steps` steps are played.
-Episode returns are the UNCLIPPED sums of game rewards (what Dopamine logs as Eval/AverageReturns); episodes
-are cut at `max_steps_per_episode` agent steps. The environment is `atari_env.AtariEnv` (sticky actions 0.25,
-frame skip 4, max-pool, 84x84, game over = terminal) and the policy sees Dopamine's agent state: the last 4
-frames, zeros before the episode's first frame.
+Every episode is played exactly as in Dopamine's eval phase: sticky actions 0.25, frame skip 4, max-pool,
+84x84, game over = terminal (not a life loss), episodes cut at `max_steps_per_episode` agent steps (27,000);
+the policy sees Dopamine's agent state (the last 4 frames, zeros before the episode's first frame) and the
+episode return is the UNCLIPPED sum of game rewards (what Dopamine logs as Eval/AverageReturns). The policy does
+its own epsilon-greedy (epsilon_eval 0.001 in the papers): `evaluate` only calls it.
 
-The policy does its own epsilon-greedy (epsilon_eval 0.001 in the papers): `evaluate` only calls it.
+Batched (`num_envs` games, 32 by default in `AtariExperiment`): the games run in ale-py's C++ vector environment
+(`atari_env.BatchedAtariEnv`, frames equal to `atari_env.AtariEnv`'s) and step in lockstep with ONE policy call
+per step on the batch of their states. Game ``i`` is seeded with ``seed + i`` and has an even share of the budget,
+``ceil(num_steps / num_envs)`` agent steps.
 
-Batched evaluation (`num_envs > 1`): the environments step in lockstep with ONE policy call per step on the
-batch of their states (much faster with a neural policy). The budget is shared evenly: each environment runs
-the protocol above on its own with a budget of ``ceil(num_steps / num_envs)`` steps (it starts episodes while
-its own step count is below that, and finishes the one that crosses it), then stops. Environment ``i`` is
-seeded with ``seed + i``. So ``num_envs=1`` is exactly Dopamine's phase, and ``num_envs=k`` gives the same
-episodes as k separate single-environment evaluations with seeds ``seed, ..., seed + k - 1`` and budget
-``ceil(num_steps / k)`` (for a policy that acts on each state independently). Finished environments stay in the
-batch with their last state (a fixed batch shape: a compiled policy is not retraced) and their actions are
-ignored. Results list episodes environment by environment, each in the order played.
+The budget is a budget of agent steps (`finish_episodes=False`, the default): every game plays exactly its share
+and stops, so an evaluation plays ``num_envs * ceil(num_steps / num_envs)`` agent steps, never more, whatever the
+policy does: a 300-step budget costs 300 steps (plus the rounding to a whole batch), not a 27,000-step episode.
+Episodes still running when a game's share is spent are cut: they are not full episodes of the protocol, so
+they are left out of the returns and counted in `EvalResult.num_cut_episodes` (at most one per game). When no
+episode finished within the budget, `mean_return` is NaN (and a warning says to raise the budget).
+
+`finish_episodes=True` is Dopamine's phase accounting exactly: a game starts episodes while its own step count is
+below its share and always finishes the episode that crosses it (Dopamine's `Runner._run_one_phase`), so slightly
+more than `num_steps` steps are played, and the time is unbounded by the budget (up to `max_steps_per_episode`
+more steps per game). With one game this is Dopamine's eval phase; with k games the same episodes as k separate
+single-game evaluations with seeds ``seed, ..., seed + k - 1`` and share ``ceil(num_steps / k)`` (for a policy
+that acts on each state independently). Games that are done keep stepping in the batch (ale-py steps all of
+them; a fixed batch shape does not retrace a compiled policy), their actions and episodes ignored.
+
+Results list episodes game by game, each in the order played.
 """
 import dataclasses
 import math
@@ -43,9 +51,10 @@ class EvalResult:
   returns: List[float]          # unclipped episode returns
   lengths: List[int]            # agent steps per episode
   env_indices: List[int]        # which environment played each episode
-  num_episodes: int             # Dopamine's Eval/NumEpisodes
-  steps: int                    # agent steps played in total (>= num_steps)
-  mean_return: float            # Dopamine's Eval/AverageReturns
+  num_episodes: int             # Dopamine's Eval/NumEpisodes (finished episodes only)
+  steps: int                    # agent steps played in total (cut episodes included)
+  mean_return: float            # Dopamine's Eval/AverageReturns (NaN when no episode finished)
+  num_cut_episodes: int = 0     # episodes the budget cut (left out of the returns)
   seconds: float = dataclasses.field(default=0.0, compare=False)
 
   @property
@@ -67,19 +76,23 @@ def _check_actions(actions, batch_size: int, num_actions: int) -> np.ndarray:
 @gin.configurable(denylist=["policy"])
 def evaluate(policy: Policy, game: str, *, num_steps: int = 125_000,
              max_steps_per_episode: Optional[int] = atari_env.MAX_STEPS_PER_EPISODE, seed: int = 0,
-             num_envs: int = 1, rom_dir: Optional[str] = None,
-             sticky_action_prob: float = atari_env.STICKY_ACTION_PROB, progress: bool = True) -> EvalResult:
+             num_envs: int = 1, finish_episodes: bool = False, rom_dir: Optional[str] = None,
+             sticky_action_prob: float = atari_env.STICKY_ACTION_PROB, num_threads: Optional[int] = None,
+             progress: bool = True) -> EvalResult:
   """Evaluates `policy` on `game` with the DQN Replay / Dopamine protocol (see the module docstring).
 
   Args:
     policy: states uint8 [B, 84, 84, 4] -> actions int [B] (indices into the minimal action set), B = num_envs.
     game: a DQN Replay game (any spelling `atari_games.canonical_game` accepts).
-    num_steps: the agent-step budget (125,000 per iteration in the papers).
+    num_steps: the agent-step budget (125,000 per iteration in the papers), shared evenly by the games.
     max_steps_per_episode: episodes are cut after this many agent steps (27,000).
     seed: seeds the environments (environment i gets seed + i).
-    num_envs: environments stepped in lockstep, sharing the budget evenly.
+    num_envs: games stepped in lockstep, one batched policy call per step.
+    finish_episodes: False: the budget is a hard limit (episodes it cuts are not counted); True: each game
+      finishes the episode that crosses its share, as Dopamine's eval phase does.
     rom_dir: folder with the ROMs to use (see `atari_env`); None for ale-py's.
     sticky_action_prob: the ALE's repeat-action probability (0.25).
+    num_threads: ale-py worker threads stepping the games (default: one per core, at most num_envs).
     progress: show a progress bar (steps, episodes, mean return so far).
   """
   game = atari_games.canonical_game(game)
@@ -88,50 +101,58 @@ def evaluate(policy: Policy, game: str, *, num_steps: int = 125_000,
   if int(num_envs) < 1:
     raise ConfigError(f"evaluate: num_envs must be >= 1; got {num_envs}")
   num_envs = int(num_envs)
-  budget = math.ceil(int(num_steps) / num_envs)
-  envs = [atari_env.AtariEnv(game, seed=seed + i, sticky_action_prob=sticky_action_prob,
-                             max_steps_per_episode=max_steps_per_episode, rom_dir=rom_dir)
-          for i in range(num_envs)]
-  num_actions = envs[0].num_actions
-  stacks = [atari_env.FrameStack() for _ in range(num_envs)]
-  states = np.stack([stack.reset(env.reset()) for env, stack in zip(envs, stacks)])
-  env_steps = [0] * num_envs
-  episode_return = [0.0] * num_envs
+  share = math.ceil(int(num_steps) / num_envs)
+  envs = atari_env.batched_env(game, num_envs, float(sticky_action_prob), max_steps_per_episode, rom_dir,
+                               num_threads)
+  states = envs.reset([seed + i for i in range(num_envs)])
+  env_steps = np.zeros(num_envs, np.int64)
+  episode_steps = np.zeros(num_envs, np.int64)
+  episode_return = np.zeros(num_envs, np.float64)
+  active = np.ones(num_envs, bool)
   returns: List[List[float]] = [[] for _ in range(num_envs)]
   lengths: List[List[int]] = [[] for _ in range(num_envs)]
-  active = list(range(num_envs))
+  num_cut = 0
   started = time.time()
   finished_returns: List[float] = []
-  with tqdm(total=budget * num_envs, desc=f"eval {game}", unit="step", disable=not progress,
+  with tqdm(total=share * num_envs, desc=f"eval {game}", unit="step", disable=not progress,
             mininterval=2.0, leave=False) as bar:
-    while active:
-      actions = _check_actions(policy(states), num_envs, num_actions)
-      still_active = []
-      for i in active:
-        observation, reward, terminal, truncated = envs[i].step(int(actions[i]))
-        episode_return[i] += reward
-        env_steps[i] += 1
-        if terminal or truncated:
-          returns[i].append(episode_return[i])
-          lengths[i].append(envs[i].episode_steps)
-          finished_returns.append(episode_return[i])
-          bar.set_postfix(episodes=len(finished_returns), mean_return=f"{np.mean(finished_returns):.1f}",
-                          refresh=False)
-          if env_steps[i] >= budget:
-            continue
-          episode_return[i] = 0.0
-          states[i] = stacks[i].reset(envs[i].reset())
-        else:
-          states[i] = stacks[i].push(observation)
-        still_active.append(i)
-      bar.update(len(active))
-      active = still_active
+    while active.any():
+      actions = _check_actions(policy(states), num_envs, envs.num_actions)
+      states, rewards, terminal, truncated = envs.step(actions)
+      episode_return += np.where(active, rewards, 0.0)
+      episode_steps += active
+      env_steps += active
+      ended = active & (terminal | truncated)
+      for i in np.flatnonzero(ended):
+        returns[i].append(float(episode_return[i]))
+        lengths[i].append(int(episode_steps[i]))
+        finished_returns.append(float(episode_return[i]))
+      if ended.any():
+        bar.set_postfix(episodes=len(finished_returns), mean_return=f"{np.mean(finished_returns):.1f}",
+                        refresh=False)
+      episode_return[ended] = 0.0
+      episode_steps[ended] = 0
+      spent = active & (env_steps >= share)
+      if finish_episodes:
+        done = spent & ended
+      else:
+        done = spent
+        num_cut += int(np.count_nonzero(spent & ~ended))
+      bar.update(int(np.count_nonzero(active)))
+      active &= ~done
   all_returns = [r for per_env in returns for r in per_env]
+  mean_return = float(np.mean(all_returns)) if all_returns else float("nan")
+  if not all_returns:
+    logging.warning("eval %s: no episode finished within the budget of %d agent steps (%d per game, %d games); "
+                    "the mean return is NaN: raise the evaluation steps or lower the number of games", game,
+                    int(num_steps), share, num_envs)
   result = EvalResult(
       returns=all_returns, lengths=[n for per_env in lengths for n in per_env],
       env_indices=[i for i, per_env in enumerate(returns) for _ in per_env], num_episodes=len(all_returns),
-      steps=int(sum(env_steps)), mean_return=float(np.mean(all_returns)), seconds=time.time() - started)
+      steps=int(env_steps.sum()), mean_return=mean_return, num_cut_episodes=num_cut,
+      seconds=time.time() - started)
   if progress:
-    logging.info("eval %s: %d episodes, %d steps, mean return %.2f (%.0f steps/s, %d envs)", game,
-                 result.num_episodes, result.steps, result.mean_return, result.steps_per_second, num_envs)
+    logging.info("eval %s: %d episodes (%d cut by the budget), %d steps, mean return %.2f (%.0f steps/s, %d envs)",
+                 game, result.num_episodes, num_cut, result.steps, result.mean_return, result.steps_per_second,
+                 num_envs)
   return result

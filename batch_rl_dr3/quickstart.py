@@ -72,7 +72,9 @@ def main(argv):
         f"--gin_bindings=run_experiment.num_iterations = {FLAGS.iterations}",
         f"--gin_bindings=run_experiment.gradient_steps_per_iteration = {FLAGS.steps_per_iteration}",
         "--gin_bindings=run_experiment.log_every_steps = 50",
-        f"--gin_bindings=AtariExperiment.evaluation_steps = {FLAGS.evaluation_steps}"])
+        f"--gin_bindings=AtariExperiment.evaluation_steps = {FLAGS.evaluation_steps}",
+        # One game that finishes its episode (Dopamine's accounting): a short budget still scores an episode.
+        "--gin_bindings=AtariExperiment.num_eval_envs = 1", "--gin_bindings=evaluate.finish_episodes = True"])
 
   _run([py, "-m", "batch_rl_dr3.analysis.report", f"--runs={os.path.join(out, 'runs', '*')}",
         f"--out={report_dir}", "--reps=2000"])

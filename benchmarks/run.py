@@ -4,7 +4,8 @@ r"""Benchmarks: every figure is a ratio against a baseline measured side by side
 
 Runs `benchmarks/bench_<area>.py::run(quick) -> list[dict]`, prints one table, and writes
 `benchmarks/results.json`: a list of {"name", "value", "unit", "baseline", "ratio"} (plus "area", "goal" where
-a module gives one). The machine is shared and noisy: compare ratios, not absolute times.
+a module gives one, and "spread": min / median / max of the ratio over the rounds it was measured in, see
+`spread.py`). The machine is shared and noisy: compare ratios, not absolute times.
 """
 import argparse
 import importlib
@@ -21,7 +22,7 @@ sys.path.insert(0, HERE)
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-AREAS = ("data", "agents", "continuous")
+AREAS = ("data", "agents", "eval", "continuous")
 REQUIRED_KEYS = ("name", "value", "unit", "baseline", "ratio")
 
 
@@ -55,9 +56,11 @@ def main():
     print(f"   ({time.time() - started:.0f} s)", flush=True)
 
   width = max([len(e["name"]) for e in entries] + [4])
-  print(f"\n{'name':<{width}}  {'ratio':>8}  {'value':>10}  {'baseline':>10}  unit")
+  print(f"\n{'name':<{width}}  {'ratio':>8}  {'min..max over rounds':>20}  {'value':>10}  {'baseline':>10}  unit")
   for e in entries:
-    print(f"{e['name']:<{width}}  {_format(e['ratio']):>8}  {_format(e['value']):>10}  "
+    spread = e.get("spread")
+    shown = f"{_format(spread['min'])}..{_format(spread['max'])} ({spread['rounds']})" if spread else ""
+    print(f"{e['name']:<{width}}  {_format(e['ratio']):>8}  {shown:>20}  {_format(e['value']):>10}  "
           f"{_format(e['baseline']):>10}  {e['unit']}" + (f"   goal {e['goal']}" if e.get("goal") else ""))
   report = {"machine": f"{platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}",
             "quick": args.quick, "entries": entries}

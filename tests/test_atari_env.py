@@ -44,7 +44,18 @@ class HandPreprocessing:
     return self.resize(np.maximum(last_two[0], last_two[1])), reward, False
 
 
-@pytest.mark.parametrize("game,rom_id,seed", [("Pong", "pong", 3), ("SpaceInvaders", "space_invaders", 11)])
+def test_ale_seed_is_gymnasiums_when_it_fits_in_31_bits():
+  # gymnasium's AtariEnv.seed_game: the second SeedSequence word, as int32. ale-py's vector env takes seeds >= 0.
+  for seed in range(40):
+    word = int(np.random.SeedSequence(seed).generate_state(n_words=2)[1])
+    gymnasium_seed = word - 2 ** 32 if word >= 2 ** 31 else word
+    assert atari_env.ale_seed(seed) == (gymnasium_seed if gymnasium_seed >= 0 else word - 2 ** 31)
+    assert 0 <= atari_env.ale_seed(seed) < 2 ** 31
+  assert atari_env.ale_seed(4) == 1819501355 and atari_env.ale_seed(0) == 1529665511  # -617818137 + 2**31
+
+
+# Seeds whose gymnasium seed word is below 2**31 (4, 6, 8, 11): there our seeding is gymnasium's.
+@pytest.mark.parametrize("game,rom_id,seed", [("Pong", "pong", 4), ("SpaceInvaders", "space_invaders", 11)])
 def test_frames_and_rewards_equal_a_hand_driven_ale(game, rom_id, seed):
   env = AtariEnv(game, seed=seed)
   hand = HandPreprocessing(rom_id, seed)
@@ -65,8 +76,8 @@ def test_frames_and_rewards_equal_a_hand_driven_ale(game, rom_id, seed):
 
 
 def test_whole_episode_ends_at_game_over_not_at_life_loss():
-  env = AtariEnv("Breakout", seed=5)
-  hand = HandPreprocessing("breakout", 5)
+  env = AtariEnv("Breakout", seed=6)
+  hand = HandPreprocessing("breakout", 6)
   rng = np.random.default_rng(0)
   env.reset()
   hand.reset()
@@ -174,3 +185,39 @@ def test_frame_stack_is_dopamines_agent_state():
   state[...] = 0  # a copy: the stack is unchanged
   assert stack.state[0, 0].tolist() == [20, 30, 40, 50]
   assert stack.reset()[0, 0].tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("game,seeds,cap", [("Breakout", [0, 3, 4], 120), ("SpaceInvaders", [7, 8], None)])
+def test_batched_env_plays_each_game_as_atari_env_with_its_seed(game, seeds, cap):
+  """ale-py's C++ vector env, set up as Dopamine's protocol: frames, rewards and episode ends of AtariEnv + FrameStack,
+  through game overs, the step cap and the resets that follow, for seeds of either sign of gymnasium's word."""
+  batched = atari_env.BatchedAtariEnv(game, len(seeds), max_steps_per_episode=cap, num_threads=2)
+  batched.reset([s + 1 for s in seeds])
+  batched.step(np.zeros(len(seeds), np.int32))  # a reset with new seeds starts over, as a fresh game would
+  singles = [AtariEnv(game, seed=s, max_steps_per_episode=cap) for s in seeds]
+  stacks = [FrameStack() for _ in seeds]
+  states = batched.reset(seeds)
+  assert states.shape == (len(seeds), 84, 84, 4) and states.dtype == np.uint8
+  expected = np.stack([stack.reset(env.reset()) for env, stack in zip(singles, stacks)])
+  np.testing.assert_array_equal(states, expected)
+  rng = np.random.default_rng(1)
+  ends, truncations, largest_reward = 0, 0, 0.0
+  for t in range(700):
+    actions = rng.integers(batched.num_actions, size=len(seeds))
+    states, rewards, terminal, truncated = batched.step(actions)
+    for i, (env, stack) in enumerate(zip(singles, stacks)):
+      observation, reward, env_terminal, env_truncated = env.step(int(actions[i]))
+      assert (rewards[i], terminal[i], truncated[i]) == (reward, env_terminal, env_truncated), (t, i)
+      largest_reward = max(largest_reward, reward)
+      if env_terminal or env_truncated:
+        ends += 1
+        truncations += env_truncated
+        expected[i] = stack.reset(env.reset())
+      else:
+        expected[i] = stack.push(observation)
+    np.testing.assert_array_equal(states, expected, err_msg=f"step {t}")
+  assert ends >= 3  # game overs (and, with a cap, truncations) were crossed
+  if cap is not None:
+    assert truncations >= 1
+  if game == "SpaceInvaders":
+    assert largest_reward > 1  # unclipped

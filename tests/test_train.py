@@ -25,6 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small but complete: CQL-QR + DR3 through the whole pipeline, short evaluation episodes.
 SMALL = ["load_dataset.setting = 'all'", "CQLQR.num_quantiles = 8", "run_experiment.log_every_steps = 5",
          "AtariExperiment.evaluation_steps = 40", "AtariExperiment.max_steps_per_episode = 40",
+         "AtariExperiment.num_eval_envs = 1",
          "AtariExperiment.diagnostics_batch_size = 64"]
 GIN_FILES = ["atari/cql_qr.gin", "atari/dr3.gin"]
 
