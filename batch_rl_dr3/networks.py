@@ -28,14 +28,19 @@ QuantileOutput = collections.namedtuple("QuantileOutput", ["q_values", "quantile
 class NatureTorso(tf.keras.layers.Layer):
   """uint8 [B, 84, 84, 4] -> features [B, feature_dim] (the Nature DQN convolutions + dense ReLU layer)."""
 
-  def __init__(self, feature_dim: int = FEATURE_DIM, padding: str = "same", name: str = "torso"):
+  def __init__(self, feature_dim: int = FEATURE_DIM, padding: str = "same", filters=(32, 64, 64),
+               name: str = "torso"):
+    """`filters`: channels of the three convolutions (the Nature network's 32, 64, 64). Narrower torsos are for
+    small-scale experiments on CPU (`launch/small_evidence.py`), never for the paper's settings."""
     super().__init__(name=name)
     if padding not in ("same", "valid"):
       raise ConfigError(f"NatureTorso.padding={padding!r}; expected 'same' (Dopamine) or 'valid' (Nature paper)")
+    if len(filters) != 3 or min(filters) < 1:
+      raise ConfigError(f"NatureTorso.filters={filters!r}; expected three positive channel counts")
     self.convs = [
-        tf.keras.layers.Conv2D(32, 8, strides=4, padding=padding, activation="relu", name="conv1"),
-        tf.keras.layers.Conv2D(64, 4, strides=2, padding=padding, activation="relu", name="conv2"),
-        tf.keras.layers.Conv2D(64, 3, strides=1, padding=padding, activation="relu", name="conv3"),
+        tf.keras.layers.Conv2D(filters[0], 8, strides=4, padding=padding, activation="relu", name="conv1"),
+        tf.keras.layers.Conv2D(filters[1], 4, strides=2, padding=padding, activation="relu", name="conv2"),
+        tf.keras.layers.Conv2D(filters[2], 3, strides=1, padding=padding, activation="relu", name="conv3"),
     ]
     self.flatten = tf.keras.layers.Flatten()
     self.dense = tf.keras.layers.Dense(feature_dim, activation="relu", name="features")

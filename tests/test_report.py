@@ -402,3 +402,29 @@ def test_paper_values_are_found_for_our_names():
   assert paper_results.table2_value("d4rl_antmaze/large-diverse-v0", "CQL+DR3").mean == pytest.approx(30.0)
   assert paper_results.table2_value("kitchen-partial-v0", "CQL").mean == 29.6
   assert paper_results.table2_value("hopper-medium-v2", "CQL") is None
+
+
+def test_fig1_draws_the_four_backups_without_dr3(tmp_path):
+  backups = {"DQN (monte_carlo)": "monte_carlo", "DQN (sarsa)": "sarsa", "DQN (behavior_policy)": "behavior_policy",
+             "DQN": "q_learning", "DQN+DR3": "q_learning"}
+  for label, backup in backups.items():
+    for game in ("Breakout", "Seaquest"):
+      for seed in (0, 1):
+        c0 = 0.001 if "DR3" in label else 0.0
+        rows = [{"iteration": it, "gradient_steps": (it + 1) * 100, "train/dot_product": float(it * (c0 == 0)),
+                 "train/fixed_batch/q_data": 0.1 * it} for it in range(3)]
+        write_run(tmp_path / "runs" / f"{backup}{c0}_{game}_{seed}",
+                  {"domain": "atari", "game": game, "agent": "dqn", "label": label, "backup": backup,
+                   "dr3_coefficient": c0, "setting": "small", "seed": seed}, rows)
+  runs = runs_lib.load_runs([str(tmp_path / "runs" / "*")])
+  groups = report.tables.group_runs(runs, "atari")
+  # The DR3 run is no part of Fig. 1; every backup without DR3 is.
+  assert report.fig1_labels(groups["small"]) == sorted(set(backups) - {"DQN+DR3"})
+  assert report.fig1_labels({"DQN": groups["small"]["DQN"], "DQN+DR3": groups["small"]["DQN+DR3"]}) == []
+  files = report.build_report([str(tmp_path / "runs" / "*")], str(tmp_path / "out"), reps=50, curve_reps=20,
+                              warn=lambda m: None)
+  fig1 = str(tmp_path / "out" / "fig1_small.png")
+  assert fig1 in files
+  image = mpimg.imread(fig1)
+  # Two rows of panels (dot products, average Q) by two games: wider than tall, a real plot.
+  assert image.shape[1] > image.shape[0] > 300 and image.std() > 0.05

@@ -14,6 +14,8 @@ Writes into --out (default: `<common parent of the run folders>/report`):
   iqm_curves_<setting>.png        IQM normalized score vs gradient steps with 95 % CI bands (Fig. 4 style).
   dot_product_<setting>.png       train/dot_product per game, per label (Fig. 1/5 style), if logged.
   srank_<setting>.png             train/srank per game, per label, if logged.
+  fig1_<setting>.png              the paper's Fig. 1 when runs without DR3 differ in the backup: dot products and
+                                  average Q over gradient steps, one line per backup (label), per game.
   (continuous: d4rl_curves_<setting>.png, and the same dot product / srank plots with a `continuous_` prefix.)
 How runs with different lengths, missing games, single seeds and broken folders are handled: see tables.py and
 aggregate.py; the choices are repeated as notes in table1.md.
@@ -33,6 +35,9 @@ from batch_rl_dr3.errors import ConfigError, DataError
 
 DIAGNOSTIC_PLOTS = (("train/dot_product", "dot_product", "feature dot product phi(s,a).phi(s',a')"),
                     ("train/srank", "srank", "srank(delta=0.01) of the features"))
+# The paper's Fig. 1: feature dot products (top) and the average Q-value over the data (bottom), measured on the
+# run's fixed diagnostics batch each iteration.
+FIG1_METRICS = (("train/dot_product", "phi(s,a).phi(s',a')"), ("train/fixed_batch/q_data", "average Q(s,a)"))
 
 
 def _safe(name: str) -> str:
@@ -76,12 +81,27 @@ def _atari_report(runs: Sequence[Run], out: str, *, seed: int, reps: int, curve_
   return compact
 
 
+def fig1_labels(by_label) -> List[str]:
+  """The labels of a setting that make the paper's Fig. 1: runs without DR3, when they differ in the backup
+  (Monte-Carlo regression, offline SARSA, TD-learning with a' ~ pi_beta, Q-learning); [] otherwise."""
+  without_dr3 = {label: {r.info.get("backup", "q_learning") for env_runs in by_env.values() for r in env_runs}
+                 for label, by_env in by_label.items()
+                 if all(not r.info.get("dr3_coefficient") for env_runs in by_env.values() for r in env_runs)}
+  backups = set().union(*without_dr3.values()) if without_dr3 else set()
+  return sorted(without_dr3) if len(backups) >= 2 else []
+
+
 def _diagnostic_plots(groups: tables.RunGroups, out: str, prefix: str, files: List[str]) -> None:
   for setting, by_label in sorted(groups.items()):
     for column, stem, description in DIAGNOSTIC_PLOTS:
       path = os.path.join(out, f"{prefix}{stem}_{_safe(setting)}.png")
       if plots.plot_metric_per_env(by_label, column, f"{setting}: {description}", path):
         files.append(path)
+    labels = fig1_labels(by_label)
+    path = os.path.join(out, f"{prefix}fig1_{_safe(setting)}.png")
+    if labels and plots.plot_metrics_by_env({label: by_label[label] for label in labels}, FIG1_METRICS,
+                                            f"{setting}: backups without DR3 (the paper's Fig. 1)", path):
+      files.append(path)
 
 
 def _continuous_report(runs: Sequence[Run], out: str, *, warn: Callable[[str], None], files: List[str]) -> None:
