@@ -1,4 +1,4 @@
-"""Dr3SacAgent: DR3 on the critic against an independent forward pass; the critic's features; the actor regularizers."""
+"""Dr3SacAgent: DR3 on the critic against an independent forward pass; the critic's features."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -56,26 +56,6 @@ def test_dr3_term_value_and_gradient_match_an_independent_computation():
     diff = (g_dr3 - g_base).numpy()
     ref = np.zeros_like(diff) if g_ref is None else c0 * g_ref.numpy()
     np.testing.assert_allclose(diff, ref, atol=1e-4, rtol=1e-3, err_msg=var.name)
-
-def test_actor_regularizers():
-  critic, actor = make_networks(layer_norm=True, dropout_rate=0.5, weight_decay=0.01)
-  kernel = actor._hidden[0].kernel.numpy()
-  assert float(tf.add_n(actor.losses)) == pytest.approx(0.01 * np.sum(kernel ** 2), rel=1e-5)
-  obs = tf.constant(np.random.default_rng(0).normal(size=(64, OBS_DIM)), tf.float32)
-  mean_eval = lambda: actor(obs, training=False)[0].mode().numpy()
-  np.testing.assert_array_equal(mean_eval(), mean_eval())  # no dropout at evaluation
-  train_a = actor(obs, training=True)[0].mode().numpy()
-  train_b = actor(obs, training=True)[0].mode().numpy()
-  assert not np.allclose(train_a, train_b)  # fresh masks each training call
-  actor._dropout_rng.reset_from_seed(42)
-  again_a = actor(obs, training=True)[0].mode().numpy()
-  actor._dropout_rng.reset_from_seed(42)
-  np.testing.assert_array_equal(again_a, actor(obs, training=True)[0].mode().numpy())  # seeded, reproducible
-  # LayerNorm before the ReLU: (h - mean) / sqrt(var + 1e-3) per row (Keras' epsilon), with gamma 1, beta 0.
-  pre = actor._hidden[0](obs).numpy()
-  normed = actor._norms[0](actor._hidden[0](obs)).numpy()
-  expected = (pre - pre.mean(1, keepdims=True)) / np.sqrt(pre.var(1, keepdims=True) + 1e-3)
-  np.testing.assert_allclose(normed, expected, rtol=1e-4, atol=1e-5)
 
 def test_critic_features_are_the_input_of_the_q_head():
   critic, _ = make_networks()

@@ -30,25 +30,28 @@ def d4rl_arrays(obs_dim=17, act_dim=6, n=14, terminal_rows=(4,), timeout_rows=(9
 
 
 def expected_transitions(data):
-  """By hand: within an episode obs_t -> obs_{t+1}; a terminal step -> zeros (or next_observations) with
-  discount 0; the last step of a time-out / unfinished episode is dropped unless next_observations exist."""
+  """By hand: within an episode obs_t -> obs_{t+1} and next_action a_{t+1}; a terminal step -> zeros (or
+  next_observations) with discount 0 and a zero next_action; the last step of a time-out / unfinished episode is
+  dropped unless next_observations exist (then its next_action is zeros too)."""
   rows = []
   n = len(data["rewards"])
   begin = 0
   for t in range(n):
     end_here = data["terminals"][t] or data["timeouts"][t] or t == n - 1
     if not end_here:
-      rows.append((data["observations"][t], data["actions"][t], data["rewards"][t], data["observations"][t + 1], 1.0))
+      rows.append((data["observations"][t], data["actions"][t], data["rewards"][t], data["observations"][t + 1], 1.0,
+                   data["actions"][t + 1]))
       continue
+    no_action = np.zeros_like(data["actions"][t])
     if data["terminals"][t]:
       nxt = data["next_observations"][t] if "next_observations" in data else np.zeros_like(data["observations"][t])
-      rows.append((data["observations"][t], data["actions"][t], data["rewards"][t], nxt, 0.0))
+      rows.append((data["observations"][t], data["actions"][t], data["rewards"][t], nxt, 0.0, no_action))
     elif "next_observations" in data:
       rows.append((data["observations"][t], data["actions"][t], data["rewards"][t],
-                   data["next_observations"][t], 1.0))
+                   data["next_observations"][t], 1.0, no_action))
     begin = t + 1
   del begin
-  keys = ("observation", "action", "reward", "next_observation", "discount")
+  keys = ("observation", "action", "reward", "next_observation", "discount", "next_action")
   return {k: np.asarray([r[i] for r in rows], np.float32) for i, k in enumerate(keys)}
 
 

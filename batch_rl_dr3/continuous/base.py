@@ -20,12 +20,30 @@ from tf_agents.utils import nest_utils
 from batch_rl_dr3 import diagnostics
 from batch_rl_dr3 import regularizers
 from batch_rl_dr3.continuous import losses
+from batch_rl_dr3.continuous import replay as replay_lib
 
 # Per-step critic diagnostics written by the critic loss (variables, so a compiled step can return them).
 CRITIC_METRICS = ("td_loss", "dr3", "dot_product", "feature_norm", "q_data", "target_q")
 
 
-class Dr3CriticMixin:
+class SeededDr3Mixin:
+  """The DR3 coefficient and the checkpointed seed generator every continuous agent has (`_dr3_coefficient`,
+  `_seed_rng` set by the agent)."""
+
+  @property
+  def dr3_coefficient(self) -> tf.Variable:
+    return self._dr3_coefficient
+
+  @property
+  def seed_generator(self) -> tf.random.Generator:
+    return self._seed_rng
+
+  def _next_seed(self):
+    # TFP takes stateless seeds as int32 [2]; the generator makes int64 ones.
+    return tf.cast(self._seed_rng.make_seeds(1)[:, 0], tf.int32)
+
+
+class Dr3CriticMixin(SeededDr3Mixin):
   """DR3 critic loss + stateless sampling + public accessors, mixed into tf-agents' SacAgent / CqlSacAgent.
 
   tf-agents keeps the networks in private attributes (`_critic_network_1`, `_log_alpha`, ...): only this mixin
@@ -58,21 +76,24 @@ class Dr3CriticMixin:
     """(q [B], penultimate features [B, d]) of critic 1 at (s, a)."""
     return self._critic_network_1.features_and_q((observation, tf.cast(action, tf.float32)), training=training)
 
+  def actor_features(self, observations, training=False):
+    """ActorFeatures of the actor (actions = tanh of the Gaussian's mean, hidden pre-activations, penultimate)."""
+    return self._actor_network.actor_features(observations, training=training)
+
+  def train_on_batch(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """One tf-agents `train` step on a transition dict; returns its losses and the agent's metrics."""
+    loss_info = self.train(replay_lib.to_tf_agents_transition(batch))
+    metrics = {"loss": loss_info.loss}
+    for name, value in loss_info.extra._asdict().items():
+      metrics[name] = tf.cast(value, tf.float32)
+    if "cql_loss" in metrics:
+      metrics["cql_gap"] = metrics.pop("cql_loss")
+    metrics.update(self.metrics())
+    return metrics
+
   def entropy_weight(self) -> tf.Tensor:
     """The weight of -log pi(a'|s') in the target and of log pi in the actor loss (SAC's trained temperature)."""
     return tf.exp(self._log_alpha)
-
-  @property
-  def dr3_coefficient(self) -> tf.Variable:
-    return self._dr3_coefficient
-
-  @property
-  def seed_generator(self) -> tf.random.Generator:
-    return self._seed_rng
-
-  def _next_seed(self):
-    # TFP takes stateless seeds as int32 [2]; the generator makes int64 ones.
-    return tf.cast(self._seed_rng.make_seeds(1)[:, 0], tf.int32)
 
   def _action_distribution(self, time_steps, training=False):
     batch_size = nest_utils.get_outer_shape(time_steps, self._time_step_spec)[0]

@@ -4,6 +4,8 @@ Select it with `run_experiment.create_experiment = @ContinuousExperiment`; confi
 (`ContinuousExperiment.load_dataset = @load_d4rl`, `@load_minari` or `@load_cog`), the agent (`agent_name` in
 {'sac', 'cql_sac', 'brac'}; its options are bound on `Dr3SacAgent`, `Dr3CqlSacAgent`, `BracAgent`), networks
 (`FeatureCriticNetwork`, `RegularizedActorNetwork`) and DR3 (`ContinuousExperiment.dr3_coefficient`, `dr3_penalty.*`) in gin.
+ReBRAC and IQL (`agent_name` 'rebrac' / 'iql') are bound on `ReBracAgent` / `IqlAgent`; the actor regularizers of
+every agent on `ActorRegularization` (see gin_configs/continuous/study/).
 
 Checkpointed state: the agent (networks, target networks, optimizers, alpha / CQL alpha, step counter and its
 sampling generator) and the replay's index generator; the dataset is reloaded, not checkpointed.
@@ -17,10 +19,14 @@ from tf_agents.policies import greedy_policy
 from tf_agents.trajectories import time_step as ts
 
 from batch_rl_dr3 import diagnostics
+from batch_rl_dr3.continuous import actor_regularization
 from batch_rl_dr3.continuous import brac
 from batch_rl_dr3.continuous import cql_sac
 from batch_rl_dr3.continuous import evaluation
+from batch_rl_dr3.continuous import iql
 from batch_rl_dr3.continuous import networks
+from batch_rl_dr3.continuous import offline_actor_critic
+from batch_rl_dr3.continuous import rebrac
 from batch_rl_dr3.continuous import replay as replay_lib
 from batch_rl_dr3.continuous import sac
 from batch_rl_dr3.data import cog  # noqa: F401  (registers @load_cog for gin)
@@ -28,25 +34,44 @@ from batch_rl_dr3.data import d4rl
 from batch_rl_dr3.data import minari as minari_data  # noqa: F401  (registers @load_minari for gin)
 from batch_rl_dr3.errors import ConfigError
 
-AGENTS = ("sac", "cql_sac", "brac")
-_LABELS = {"sac": "SAC", "cql_sac": "CQL", "brac": "BRAC"}
+AGENTS = ("sac", "cql_sac", "brac", "rebrac", "iql")
+_LABELS = {"sac": "SAC", "cql_sac": "CQL", "brac": "BRAC", "rebrac": "ReBRAC", "iql": "IQL"}
+# ReBRAC and IQL are configured on their classes (ReBracAgent.*, IqlAgent.*): their learning rates, gamma and tau
+# are per algorithm in the study, so create_continuous_agent's bindings below are for SAC / CQL-SAC / BRAC.
+_STUDY_AGENTS = {"rebrac": rebrac.ReBracAgent, "iql": iql.IqlAgent}
 
 
-@gin.configurable(denylist=["time_step_spec", "action_spec", "image_observations"])
+@gin.configurable(denylist=["time_step_spec", "action_spec", "image_observations", "transitions", "regularization"])
 def create_continuous_agent(agent_name: str, time_step_spec, action_spec, image_observations: bool = False,
                             actor_learning_rate: float = 1e-4, critic_learning_rate: float = 3e-4,
                             alpha_learning_rate: float = 1e-4, gamma: float = 0.99,
                             target_update_tau: float = 0.005, dr3_coefficient: float = 0.0,
-                            seed: int = 0):
-  """Builds the tf-agents agent named `agent_name` with our critic/actor networks and Adam optimizers."""
+                            seed: int = 0, transitions=None,
+                            regularization: Optional[actor_regularization.ActorRegularization] = None):
+  """Builds the agent named `agent_name`: a tf-agents SAC / CQL-SAC / BRAC with our critic/actor networks, or
+  ReBRAC / IQL (whose data-derived settings, the HL-Gauss support and the observation statistics, come from
+  `transitions`). `regularization` (default: gin's ActorRegularization) goes on the actor of every agent."""
   if agent_name not in AGENTS:
     raise ConfigError(f"ContinuousExperiment.agent_name={agent_name!r}; expected one of {AGENTS}")
+  regularization = regularization or actor_regularization.ActorRegularization()
+  if agent_name in _STUDY_AGENTS:
+    if image_observations:
+      raise ConfigError(f"ContinuousExperiment.agent_name={agent_name!r} takes vector observations, not images")
+    return _STUDY_AGENTS[agent_name](time_step_spec, action_spec, transitions=transitions,
+                                     regularization=regularization, dr3_coefficient=dr3_coefficient, seed=seed)
   observation_spec = time_step_spec.observation
   critic = networks.FeatureCriticNetwork((observation_spec, action_spec), image_observations=image_observations)
-  actor = networks.RegularizedActorNetwork(observation_spec, action_spec, image_observations=image_observations, seed=seed)
+  actor = networks.RegularizedActorNetwork(observation_spec, action_spec, image_observations=image_observations,
+                                           regularization=regularization, seed=seed)
+  actor.create_variables()
+  if regularization.uses_optimizer:
+    actor_optimizer = actor_regularization.RegularizedAdam(actor_learning_rate, actor.trainable_variables,
+                                                           regularization, seed=seed)
+  else:
+    actor_optimizer = tf.keras.optimizers.Adam(actor_learning_rate)
   common = dict(
       time_step_spec=time_step_spec, action_spec=action_spec, critic_network=critic, actor_network=actor,
-      actor_optimizer=tf.keras.optimizers.Adam(actor_learning_rate),
+      actor_optimizer=actor_optimizer,
       critic_optimizer=tf.keras.optimizers.Adam(critic_learning_rate),
       alpha_optimizer=tf.keras.optimizers.Adam(alpha_learning_rate),
       gamma=gamma, target_update_tau=target_update_tau, dr3_coefficient=dr3_coefficient, seed=seed)
@@ -76,17 +101,23 @@ class ContinuousExperiment(tf.Module):
       raise ConfigError(f"ContinuousExperiment.agent_name={agent_name!r}; expected one of {AGENTS}")
     self._seed, self._task, self._agent_name = seed, task, agent_name
     self._dr3_coefficient = dr3_coefficient
-    self._label = label or (_LABELS[agent_name] + ("+DR3" if dr3_coefficient else ""))
+    self._regularization = actor_regularization.ActorRegularization()
+    actor_label = self._regularization.short_label()
+    self._label = label or (_LABELS[agent_name] + (f"+{actor_label}" if actor_label else "")
+                            + ("+DR3" if dr3_coefficient else ""))
     self._eval_episodes, self._eval_max_steps = eval_episodes, eval_max_episode_steps
     arrays, self._source = load_dataset(task=task)
     self.replay = replay_lib.TransitionReplay(arrays, batch_size, seed=seed, source=self._source)
+    if agent_name == "rebrac" or (agent_name == "iql" and dr3_coefficient):
+      offline_actor_critic.require_next_action(self.replay.keys, f"{self._source} ({agent_name})")
     observation_spec = self.replay.observation_spec
     self._image_observations = observation_spec.dtype == tf.uint8
     self._observation_dim = int(np.prod(observation_spec.shape))
     action_spec = self.replay.action_spec(*action_bounds)
     self.agent = create_continuous_agent(agent_name, ts.time_step_spec(observation_spec), action_spec,
                                          image_observations=self._image_observations,
-                                         dr3_coefficient=dr3_coefficient, seed=seed)
+                                         dr3_coefficient=dr3_coefficient, seed=seed, transitions=arrays,
+                                         regularization=self._regularization)
     self._train = tf.function(self._train_step_fn)
     rng = np.random.default_rng(seed + 1)
     self._srank_indices = rng.integers(0, self.replay.size, size=min(srank_batch_size, self.replay.size))
@@ -100,15 +131,7 @@ class ContinuousExperiment(tf.Module):
     del iteration  # the dataset stays resident; nothing to swap
 
   def _train_step_fn(self):
-    experience = replay_lib.to_tf_agents_transition(self.replay.sample())
-    loss_info = self.agent.train(experience)
-    metrics = {"loss": loss_info.loss}
-    for name, value in loss_info.extra._asdict().items():
-      metrics[name] = tf.cast(value, tf.float32)
-    if "cql_loss" in metrics:
-      metrics["cql_gap"] = metrics.pop("cql_loss")
-    metrics.update(self.agent.metrics())  # critic diagnostics and the entropy weight as `alpha`
-    return metrics
+    return self.agent.train_on_batch(self.replay.sample())
 
   def train_step(self) -> Dict[str, tf.Tensor]:
     return self._train()
@@ -133,5 +156,8 @@ class ContinuousExperiment(tf.Module):
     return {"srank": float(diagnostics.srank(features))}
 
   def run_info(self) -> Dict[str, Any]:
-    return {"domain": "continuous", "task": self._task, "agent": self._agent_name, "label": self._label,
+    info = {"domain": "continuous", "task": self._task, "agent": self._agent_name, "label": self._label,
             "dr3_coefficient": self._dr3_coefficient, "seed": self._seed, "data": self._source}
+    if self._regularization.non_default():
+      info["actor_regularization"] = self._regularization.non_default()
+    return info

@@ -3,23 +3,30 @@
 * `FeatureCriticNetwork((observation, action)) -> (q [B], state)` as tf-agents' SAC/CQL agents call it, plus
   `features_and_q(inputs) -> (q [B], features [B, d])` for DR3; the features are the last hidden layer (the
   input of the linear Q head).
-* `RegularizedActorNetwork(observation) -> (tanh-squashed Normal, state)`, an MLP whose hidden layers can take LayerNorm,
-  dropout and L2 weight decay (the actor regularizers of Tarasov et al. 2024); the L2 term goes into
-  `network.losses`, which tf-agents adds to the actor loss. Dropout is stateless, seeded from a
-  checkpointed `tf.random.Generator`, so that a resumed run draws the same masks.
+* Actors (`RegularizedActorNetwork` for SAC / CQL-SAC / BRAC, `DeterministicActorNetwork` for ReBRAC,
+  `GaussianActorNetwork` for IQL) share `actor_regularization.ActorTorso`, which carries every actor regularizer
+  of Tarasov et al. 2024, and expose `actor_features(observations, training=False)` (hidden pre-activations and
+  penultimate features, for the actor diagnostics).
+* `MlpCriticNetwork`: ReBRAC's LayerNorm critics (scalar or HL-Gauss logits) and IQL's Q and V networks, with
+  `features_and_q` for DR3.
 * `ImageEncoder`: COG's conv torso for 48x48x3 uint8 images. As in COG's code (examples/cog.py), every network
   (both critics, their targets, the actor) has its own encoder; none is shared.
 """
-from typing import Sequence
+import math
+from typing import Optional, Sequence
 
 import gin
 import tensorflow as tf
+import tensorflow_probability as tfp
 from tf_agents.agents.sac import sac_agent
 from tf_agents.agents.sac import tanh_normal_projection_network
 from tf_agents.networks import network
+from tf_agents.specs import distribution_spec
 from tf_agents.specs import tensor_spec
 from tf_agents.trajectories import time_step
 from tf_agents.utils import nest_utils
+
+from batch_rl_dr3.continuous import actor_regularization
 
 
 @gin.configurable
@@ -114,31 +121,30 @@ class FeatureCriticNetwork(_ZeroBuildMixin, network.Network):
     return q, network_state
 
 
+def _actor_features(torso, head_fn, x, training):
+  features, pre_activations = torso.forward(x, training=training)
+  return actor_regularization.ActorFeatures(head_fn(features), pre_activations, features)
+
+
 @gin.configurable
 class RegularizedActorNetwork(_ZeroBuildMixin, network.DistributionNetwork):
-  """pi(a|s): MLP with optional LayerNorm / dropout / L2 -> TanhNormalProjectionNetwork (tf-agents' SAC head)."""
+  """pi(a|s) of SAC / CQL-SAC / BRAC: `ActorTorso` (every actor regularizer) -> TanhNormalProjectionNetwork
+  (tf-agents' SAC head). Dropout and input noise act only with training=True (tf-agents' SAC calls the actor
+  with training=True in the actor loss only; our agents sample a' for the targets with training=False)."""
 
   def __init__(self, input_tensor_spec, output_tensor_spec, hidden_units: Sequence[int] = (256, 256),
-               layer_norm: bool = False, dropout_rate: float = 0.0, weight_decay: float = 0.0,
+               regularization: Optional[actor_regularization.ActorRegularization] = None,
                image_observations: bool = False, seed: int = 0, name: str = "RegularizedActorNetwork"):
     # log-std clipped to [-20, 2], as tf-agents' SAC examples do (the projection's default is a bare exp).
     projection = tanh_normal_projection_network.TanhNormalProjectionNetwork(
         output_tensor_spec, std_transform=sac_agent.std_clip_transform)
     super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(),
                      output_spec=projection.output_spec, name=name)
-    if not 0.0 <= dropout_rate < 1.0:
-      raise ValueError(f"RegularizedActorNetwork.dropout_rate={dropout_rate}; expected 0 <= rate < 1")
-    self._config = dict(hidden_units=tuple(hidden_units), layer_norm=layer_norm, dropout_rate=dropout_rate,
-                        weight_decay=weight_decay, image_observations=image_observations, seed=seed)
+    self._config = dict(hidden_units=tuple(hidden_units), regularization=regularization,
+                        image_observations=image_observations, seed=seed)
     self._output_tensor_spec = output_tensor_spec
-    regularizer = tf.keras.regularizers.l2(weight_decay) if weight_decay > 0 else None
     self._encoder = ImageEncoder(name="actor_encoder") if image_observations else None
-    self._hidden = [tf.keras.layers.Dense(n, kernel_regularizer=regularizer, name=f"hidden_{i}")
-                    for i, n in enumerate(hidden_units)]
-    self._norms = [tf.keras.layers.LayerNormalization(name=f"layer_norm_{i}") if layer_norm else None
-                   for i in range(len(hidden_units))]
-    self._dropout_rate = dropout_rate
-    self._dropout_rng = tf.random.Generator.from_seed(seed + 7919)
+    self._torso = actor_regularization.ActorTorso(hidden_units, regularization, hidden_init="glorot", seed=seed)
     self._projection = projection
 
   def copy(self, **kwargs):
@@ -148,16 +154,152 @@ class RegularizedActorNetwork(_ZeroBuildMixin, network.DistributionNetwork):
   def _built_output_spec(self):
     return self.output_spec
 
+  @property
+  def torso(self) -> actor_regularization.ActorTorso:
+    return self._torso
+
+  def _inputs(self, observations):
+    return self._encoder(observations) if self._encoder is not None else _flat_float(observations)
+
+  def actor_features(self, observations, training=False):
+    """ActorFeatures: tanh of the Gaussian's mean, hidden pre-activations, penultimate features."""
+    observations = tf.nest.map_structure(tf.convert_to_tensor, observations)
+    outer_rank = nest_utils.get_outer_rank(observations, self.input_tensor_spec)
+    head = lambda features: self._projection(features, outer_rank, training=False)[0].mode()
+    return _actor_features(self._torso, head, self._inputs(observations), training)
+
   def call(self, observations, step_type=(), network_state=(), training=False):
     outer_rank = nest_utils.get_outer_rank(observations, self.input_tensor_spec)
-    x = self._encoder(observations) if self._encoder is not None else _flat_float(observations)
+    x = self._torso(self._inputs(observations), training=training)
+    distribution, _ = self._projection(x, outer_rank, training=training)
+    return distribution, network_state
+
+
+def _uniform(bound: float):
+  return tf.keras.initializers.RandomUniform(-bound, bound)
+
+
+@gin.configurable
+class DeterministicActorNetwork(network.Network):
+  """ReBRAC's actor (ActoReg DetActor): ActorTorso (256 x 3, EDAC init, every regularizer) -> Dense(A) with
+  kernel and bias U(+-1e-3) -> tanh. Returns (actions [B, A], state)."""
+
+  def __init__(self, input_tensor_spec, output_tensor_spec, hidden_units: Sequence[int] = (256, 256, 256),
+               regularization: Optional[actor_regularization.ActorRegularization] = None, seed: int = 0,
+               name: str = "DeterministicActorNetwork"):
+    super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
+    self._config = dict(hidden_units=tuple(hidden_units), regularization=regularization, seed=seed)
+    self._output_tensor_spec = output_tensor_spec
+    self._torso = actor_regularization.ActorTorso(hidden_units, regularization, hidden_init="rebrac", seed=seed)
+    self._head = tf.keras.layers.Dense(int(output_tensor_spec.shape.num_elements()), activation="tanh",
+                                       kernel_initializer=_uniform(1e-3), bias_initializer=_uniform(1e-3),
+                                       name="action_head")
+
+  def copy(self, **kwargs):
+    return type(self)(self.input_tensor_spec, self._output_tensor_spec, **dict(self._config, **kwargs))
+
+  @property
+  def torso(self) -> actor_regularization.ActorTorso:
+    return self._torso
+
+  def actor_features(self, observations, training=False):
+    return _actor_features(self._torso, self._head, _flat_float(observations), training)
+
+  def call(self, observations, step_type=(), network_state=(), training=False):
+    return self._head(self._torso(_flat_float(observations), training=training)), network_state
+
+
+@gin.configurable
+class GaussianActorNetwork(network.DistributionNetwork):
+  """IQL's actor (ActoReg iql.py, tanh_squash_distribution False, state_dependent_std True): ActorTorso (256 x 2,
+  orthogonal sqrt(2) init, every regularizer) -> N(mu(s), diag sigma(s)^2) with mu = tanh(W_mu h + b_mu) and
+  log sigma = clip(W_s h + b_s, log_std_min, log_std_max); no tanh on samples. Mean head orthogonal(sqrt 2), log-std
+  head orthogonal(log_std_scale), zero biases."""
+
+  def __init__(self, input_tensor_spec, output_tensor_spec, hidden_units: Sequence[int] = (256, 256),
+               regularization: Optional[actor_regularization.ActorRegularization] = None,
+               log_std_min: float = -20.0, log_std_max: float = 2.0, log_std_scale: float = 1.0, seed: int = 0,
+               name: str = "GaussianActorNetwork"):
+    action_shape = output_tensor_spec.shape
+    params = {"loc": tf.TensorSpec(action_shape, tf.float32), "scale_diag": tf.TensorSpec(action_shape, tf.float32)}
+    output_spec = distribution_spec.DistributionSpec(tfp.distributions.MultivariateNormalDiag, params,
+                                                     sample_spec=output_tensor_spec)
+    super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), output_spec=output_spec, name=name)
+    self._config = dict(hidden_units=tuple(hidden_units), regularization=regularization, log_std_min=log_std_min,
+                        log_std_max=log_std_max, log_std_scale=log_std_scale, seed=seed)
+    self._output_tensor_spec = output_tensor_spec
+    self._log_std_range = (log_std_min, log_std_max)
+    self._torso = actor_regularization.ActorTorso(hidden_units, regularization, hidden_init="iql", seed=seed)
+    units = int(action_shape.num_elements())
+    self._mean_head = tf.keras.layers.Dense(units, activation="tanh",
+                                            kernel_initializer=tf.keras.initializers.Orthogonal(math.sqrt(2.0)),
+                                            name="mean_head")
+    self._log_std_head = tf.keras.layers.Dense(units, kernel_initializer=tf.keras.initializers.Orthogonal(
+        log_std_scale), name="log_std_head")
+
+  def copy(self, **kwargs):
+    return type(self)(self.input_tensor_spec, self._output_tensor_spec, **dict(self._config, **kwargs))
+
+  @property
+  def torso(self) -> actor_regularization.ActorTorso:
+    return self._torso
+
+  def mean_and_log_std(self, observations, training=False):
+    features = self._torso(_flat_float(observations), training=training)
+    log_std = tf.clip_by_value(self._log_std_head(features), *self._log_std_range)
+    return self._mean_head(features), log_std
+
+  def actor_features(self, observations, training=False):
+    return _actor_features(self._torso, self._mean_head, _flat_float(observations), training)
+
+  def call(self, observations, step_type=(), network_state=(), training=False):
+    mean, log_std = self.mean_and_log_std(observations, training)
+    return self.output_spec.build_distribution(loc=mean, scale_diag=tf.exp(log_std)), network_state
+
+
+@gin.configurable
+class MlpCriticNetwork(network.Network):
+  """Q(s, a) (or V(s) with `with_action=False`) for ReBRAC and IQL: [s, a] -> (Dense -> ReLU [-> LayerNorm]) x n
+  -> Dense(num_outputs). `features_and_q` returns (outputs, penultimate features); outputs are [B] when
+  num_outputs = 1 (a scalar Q or V), else [B, num_outputs] logits (ReBRAC's HL-Gauss head).
+
+  init 'rebrac': hidden U(+-1/sqrt(fan_in)) / bias 0.1, output U(+-3e-3) (ReBRAC's Critic, EDAC init);
+  init 'iql': orthogonal sqrt(2) everywhere, zero biases (ActoReg iql.py's MLP default_init)."""
+
+  def __init__(self, input_tensor_spec, hidden_units: Sequence[int] = (256, 256, 256), layer_norm: bool = True,
+               num_outputs: int = 1, init: str = "rebrac", with_action: bool = True, name: str = "MlpCriticNetwork"):
+    super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
+    self._config = dict(hidden_units=tuple(hidden_units), layer_norm=layer_norm, num_outputs=num_outputs, init=init,
+                        with_action=with_action)
+    kernel_init, bias_init = actor_regularization.hidden_initializers(init)
+    self._hidden = [tf.keras.layers.Dense(n, activation="relu", kernel_initializer=kernel_init,
+                                          bias_initializer=bias_init, name=f"hidden_{i}")
+                    for i, n in enumerate(hidden_units)]
+    self._norms = [tf.keras.layers.LayerNormalization(epsilon=1e-6, name=f"layer_norm_{i}") if layer_norm else None
+                   for i in range(len(hidden_units))]
+    if init == "rebrac":
+      out_kernel, out_bias = _uniform(3e-3), _uniform(3e-3)
+    else:
+      out_kernel, out_bias = kernel_init, bias_init
+    self._head = tf.keras.layers.Dense(num_outputs, kernel_initializer=out_kernel, bias_initializer=out_bias,
+                                       name="head")
+    self._num_outputs, self._with_action = num_outputs, with_action
+
+  def copy(self, **kwargs):
+    return type(self)(self.input_tensor_spec, **dict(self._config, **kwargs))
+
+  def features_and_q(self, inputs, training=False):
+    if self._with_action:
+      observation, action = inputs
+      x = tf.concat([_flat_float(observation), tf.cast(action, tf.float32)], axis=-1)
+    else:
+      x = _flat_float(inputs)
     for dense, norm in zip(self._hidden, self._norms):
       x = dense(x)
       if norm is not None:
         x = norm(x)
-      x = tf.nn.relu(x)
-      if training and self._dropout_rate > 0:
-        seed = tf.cast(self._dropout_rng.make_seeds(1)[:, 0], tf.int32)
-        x = tf.nn.experimental.stateless_dropout(x, rate=self._dropout_rate, seed=seed)
-    distribution, _ = self._projection(x, outer_rank, training=training)
-    return distribution, network_state
+    out = self._head(x)
+    return (tf.squeeze(out, -1) if self._num_outputs == 1 else out), x
+
+  def call(self, inputs, step_type=(), network_state=(), training=False):
+    return self.features_and_q(inputs, training)[0], network_state

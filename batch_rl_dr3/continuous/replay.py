@@ -13,7 +13,7 @@ from tf_agents.trajectories import policy_step
 from tf_agents.trajectories import time_step as ts
 from tf_agents.trajectories import trajectory
 
-from batch_rl_dr3.data.rlds import TRANSITION_KEYS
+from batch_rl_dr3.data.rlds import OPTIONAL_TRANSITION_KEYS, TRANSITION_KEYS
 from batch_rl_dr3.errors import DataError
 
 
@@ -31,12 +31,21 @@ class TransitionReplay(tf.Module):
     self.size = sizes["reward"]
     self.batch_size = batch_size
     # Kept off the module's trackable attributes: the runner must not checkpoint the dataset itself.
-    self._data = {k: tf.Variable(np.asarray(arrays[k]), trainable=False, name=k) for k in TRANSITION_KEYS}
+    keys = TRANSITION_KEYS + tuple(k for k in OPTIONAL_TRANSITION_KEYS if k in arrays)
+    bad = [k for k in keys if len(arrays[k]) != self.size]
+    if bad:
+      raise DataError(f"{source}: {bad} have another length than the {self.size} rewards")
+    self._data = {k: tf.Variable(np.asarray(arrays[k]), trainable=False, name=k) for k in keys}
     self.generator = tf.random.Generator.from_seed(seed)
 
   def _trackable_children(self, save_type="checkpoint", **kwargs):
     children = super()._trackable_children(save_type, **kwargs)
     return {k: v for k, v in children.items() if k != "_data"}
+
+  @property
+  def keys(self):
+    """The transition fields held (TRANSITION_KEYS, plus `next_action` when the data has it)."""
+    return tuple(self._data)
 
   @property
   def observation_spec(self):

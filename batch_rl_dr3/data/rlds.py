@@ -5,7 +5,8 @@ sequence of steps; step t holds (observation_t, action_t, reward_t, discount_t, 
 is_terminal), reward_t being the reward *for* action_t. A transition pairs step t with step t+1:
 
   observation = obs_t, action = a_t, reward = r_t, next_observation = obs_{t+1},
-  discount = 1 - is_terminal_{t+1}    (bootstrapping stops only at a true terminal)
+  discount = 1 - is_terminal_{t+1}    (bootstrapping stops only at a true terminal),
+  next_action = a_{t+1}               (the padding action at a terminal or a recorded time-out)
 
 `is_terminal` (the environment ended: no bootstrap) is kept apart from `is_last` (the episode was cut, e.g.
 by a time limit: bootstrap continues). The last step of a timed-out episode recorded without a next observation
@@ -24,6 +25,9 @@ from batch_rl_dr3.errors import DataError
 
 STEP_KEYS = ("observation", "action", "reward", "discount", "is_first", "is_last", "is_terminal")
 TRANSITION_KEYS = ("observation", "action", "reward", "next_observation", "discount")
+# Also produced by every loader here; optional for the replay (ReBRAC's critic BC term and DR3 with the dataset's
+# a' use it). At a terminal it is the padding action of the last step (multiplied by discount 0 in every use).
+OPTIONAL_TRANSITION_KEYS = ("next_action",)
 
 
 def window_batch(steps: tf.data.Dataset, size: int, shift: int = 1) -> tf.data.Dataset:
@@ -56,6 +60,7 @@ def _pair_to_transition(pair):
       "reward": tf.cast(pair["reward"][0], tf.float32),
       "next_observation": tf.nest.map_structure(lambda x: x[1], pair["observation"]),
       "discount": 1.0 - is_terminal_next,
+      "next_action": pair["action"][1],
   }
 
 
@@ -99,9 +104,10 @@ def transitions_to_arrays(transitions: tf.data.Dataset, source: str,
   """
   if max_transitions is not None:
     transitions = transitions.take(max_transitions)
-  columns = {k: [] for k in TRANSITION_KEYS}
+  keys = [k for k in TRANSITION_KEYS + OPTIONAL_TRANSITION_KEYS if k in transitions.element_spec]
+  columns = {k: [] for k in keys}
   for batch in transitions.batch(4096).as_numpy_iterator():
-    for k in TRANSITION_KEYS:
+    for k in keys:
       columns[k].append(batch[k])
   if not columns["reward"]:
     raise DataError(f"{source}: no transitions (every episode has fewer than 2 steps, or the split is empty)")
