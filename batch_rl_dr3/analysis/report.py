@@ -28,7 +28,7 @@ from typing import Callable, List, Optional, Sequence
 from absl import app
 from absl import flags
 
-from batch_rl_dr3.analysis import plots, tables
+from batch_rl_dr3.analysis import actor_study, plots, tables
 from batch_rl_dr3.analysis import runs as runs_lib
 from batch_rl_dr3.analysis.runs import Run, load_runs
 from batch_rl_dr3.errors import ConfigError, DataError
@@ -126,6 +126,7 @@ def _continuous_report(runs: Sequence[Run], out: str, *, warn: Callable[[str], N
     tables.write_table2(all_rows, csv_path, md_path)
     files += [md_path, csv_path]
   _diagnostic_plots(groups, out, "continuous_", files)
+  files += actor_study.write_report(runs, out, warn=warn)  # the actor-regularization study's tables
 
 
 def build_report(run_patterns: Sequence[str], out_dir: Optional[str] = None, *, seed: int = 0,
