@@ -7,6 +7,8 @@ r"""What a sweep costs before it is launched: gradient steps, evaluation steps, 
 exactly as the entry point parses it (its gin files, bindings and shortcut flags), and read for:
 
   gradient steps   run_experiment.num_iterations x run_experiment.gradient_steps_per_iteration
+                   (x MultiSeedAtariExperiment.num_seeds for multi-seed runs: seed-steps, priced with
+                   `multi_seed_step_cost`)
   evaluation       Atari: num_iterations x AtariExperiment.evaluation_steps agent steps;
                    continuous: num_iterations x ContinuousExperiment.eval_episodes episodes
 
@@ -37,6 +39,7 @@ from launch import sweep as sweep_lib
 
 DEFAULT_BENCHMARKS = os.path.join(REPO_ROOT, "benchmarks", "results.json")
 EVAL_RATE_FIGURE = "eval_steps_per_second_vs_single_env"
+MULTI_SEED_FIGURE = "multi_seed_step_cost"
 RUN_OVERHEAD_FIGURE = "run_steps_vs_step"
 CONTINUOUS_RATE_FIGURES = {"cql_sac+dr3": "cql_sac_dr3_vs_tfagents"}
 
@@ -49,6 +52,7 @@ class Workload:
   gradient_steps: int
   eval_steps: int         # Atari evaluation agent steps (0 for continuous runs)
   eval_episodes: int      # continuous evaluation episodes (0 for Atari runs)
+  seeds: int = 1          # seeds trained together in one compiled step (MultiSeedAtariExperiment.num_seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +128,11 @@ def _workload(gin_files: Tuple[str, ...], gin_bindings: Tuple[str, ...]) -> Work
     cls = atari_experiment.AtariExperiment
     agent = _parameter("AtariExperiment.agent_name", cls)
     eval_steps = iterations * _parameter("AtariExperiment.evaluation_steps", cls)
-    return Workload("atari", agent + ("+dr3" if dr3 else ""), steps, eval_steps, 0)
+    seeds = 1
+    if "MultiSeed" in getattr(created, "selector", getattr(created, "__name__", "")):
+      from batch_rl_dr3 import multi_seed
+      seeds = _parameter("MultiSeedAtariExperiment.num_seeds", multi_seed.MultiSeedAtariExperiment)
+    return Workload("atari", agent + ("+dr3" if dr3 else ""), steps * seeds, eval_steps * seeds, 0, seeds)
   finally:
     gin.clear_config()
 
@@ -147,6 +155,7 @@ class Group:
   eval_steps: int = 0
   eval_episodes: int = 0
   train_rate: Optional[Rate] = None
+  seeds: int = 1
 
   def train_hours(self, rate: Optional[Rate], overhead: float = 1.0) -> Optional[float]:
     return None if rate is None else self.gradient_steps / (rate.per_second * overhead) / 3600.0
@@ -205,14 +214,23 @@ def estimate(runs: Sequence[sweep_lib.Run], *, data_dir: Optional[str] = None,
   groups: Dict[str, Group] = {}
   for run in runs:
     work = workload(run, data_dir)
-    group = groups.setdefault(work.agent, Group(work.agent))
+    key = work.agent if work.seeds == 1 else f"{work.agent} x{work.seeds}"
+    group = groups.setdefault(key, Group(key, seeds=work.seeds))
     group.runs += 1
     group.gradient_steps += work.gradient_steps
     group.eval_steps += work.eval_steps
     group.eval_episodes += work.eval_episodes
+  multi = figures.get(MULTI_SEED_FIGURE)
   for group in groups.values():
-    figure = train_rate_figure(group.agent)
+    figure = train_rate_figure(group.agent.split(" x")[0])
     group.train_rate = figure_rate(figures, figure, benchmarks)
+    if group.seeds > 1 and group.train_rate is not None:
+      # Seed-steps of the multi-seed step: one run's step time x the measured cost per seed-step.
+      if multi is None:
+        notes.append(f"no {MULTI_SEED_FIGURE} figure: {group.agent} seed-steps priced as separate steps")
+      else:
+        group.train_rate = Rate(group.train_rate.per_second / float(multi["ratio"]),
+                                f"{group.train_rate.source} / {MULTI_SEED_FIGURE}")
     if group.train_rate is None and figures:
       notes.append(f"no train rate for {group.agent}: {os.path.basename(benchmarks)} has no figure {figure} "
                    "(its hours stay unknown; --steps_per_second gives a target)")

@@ -116,3 +116,20 @@ def test_xmanager_launcher_prints_the_same_estimate(tiny):
   # measured: 15 s + 30 s of training = 0.0125 h, 3 s of evaluation; target evaluation 6 s.
   assert "train 0.0125 h + evaluation 0.000833 h = 0.0133 h" in result.stdout
   assert "At --eval_steps_per_second=100: train unknown + evaluation 0.00167 h = unknown" in result.stdout
+
+
+def test_multi_seed_runs_count_seed_steps_priced_with_the_multi_seed_figure(tiny, tmp_path):
+  sweep, _ = tiny
+  bench = tmp_path / "multi.json"
+  bench.write_text(json.dumps(FIGURES + [{"name": "multi_seed_step_cost", "value": 20.0, "unit": "ms/seed-step",
+                                          "baseline": 25.0, "ratio": 0.8}]))
+  runs = [r for r in sweep.runs if r.labels["agent"] == "dqn"]
+  import dataclasses
+  runs = [dataclasses.replace(r, gin_files=r.gin_files + ("launch/gin/multi_seed.gin",),
+                              gin_bindings=r.gin_bindings + ("MultiSeedAtariExperiment.num_seeds = 3",))
+          for r in runs]
+  est = estimate_lib.estimate(runs, data_dir="/d", benchmarks=str(bench))
+  [group] = est.groups
+  assert group.agent == "dqn x3" and group.gradient_steps == 2 * 3 * 300 and group.eval_steps == 2 * 3 * 150
+  # 1,800 seed-steps at 40 steps/s / 0.8 = 50 seed-steps/s.
+  assert est.measured_train_hours() == pytest.approx(1800 / 50 / 3600)
