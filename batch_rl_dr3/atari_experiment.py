@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from batch_rl_dr3 import atari_games
 from batch_rl_dr3 import evaluation
+from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.agents import create_agent
-from batch_rl_dr3.analysis import scores
 from batch_rl_dr3.atari_env import num_actions_for_game
 from batch_rl_dr3.data import fixed_replay
 from batch_rl_dr3.errors import ConfigError, DataError

@@ -13,6 +13,10 @@ class TrainingDivergedError(RuntimeError):
   """A loss became NaN or inf; the last good checkpoint is kept."""
 
 
+class RunPreempted(Exception):
+  """The run stopped on SIGTERM after saving a checkpoint; rerunning the same command resumes it (exit 0)."""
+
+
 def first_line(error: BaseException) -> str:
   """The message's first line: gin appends "In call to configurable ..." lines to errors raised in its calls,
   and TF errors carry stack context; a user needs the one line that names the culprit."""

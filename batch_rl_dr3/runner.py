@@ -11,26 +11,40 @@ of metrics and an atomic checkpoint. Everything domain-specific lives in an *exp
   <base_dir>/tensorboard/       TensorBoard events (train/* and eval/* scalars, x = gradient steps)
   <base_dir>/checkpoints/       tf.train.CheckpointManager: nets, optimizers, step counters, RNGs, samplers
   <base_dir>/DONE               written when the last iteration is checkpointed
+  <base_dir>/LOCK               while a process runs in the folder (see `run_lock`)
 
 Resume: rerunning the same command restores the last checkpoint and continues from the next iteration; the
 metric rows of iterations after that checkpoint (written by a run killed before it could checkpoint) are
 dropped and recomputed. Every random stream lives in checkpointed state or is derived from (seed, iteration),
-so a resumed run continues exactly as the uninterrupted one would.
+so a resumed run continues exactly as the uninterrupted one would. A checkpoint that cannot be read
+(truncated by a full disk, ...) is named in one warning and the newest intact one is used instead.
+
+Every check (lock, settings against the run's start, checkpoint fit) happens before anything in the folder is
+changed, so a refused resume leaves it exactly as it was.
+
+SIGTERM (preemption): the loop saves the state at the next step boundary into checkpoints/preempted/ (with the
+iteration's partial metric sums), raises `RunPreempted` (the command exits 0 with a line saying so), and a
+rerun continues from that step exactly as the uninterrupted run.
 """
 import csv
 import io
 import json
 import math
 import os
+import signal
+import threading
 import time
-from typing import Any, Dict, Optional, Protocol
+from typing import Any, Dict, Optional, Protocol, Sequence
 
 from absl import logging
 import gin
 import numpy as np
 import tensorflow as tf
 
-from batch_rl_dr3.errors import ConfigError, TrainingDivergedError, first_line
+from batch_rl_dr3 import reference_scores
+from batch_rl_dr3 import run_lock
+from batch_rl_dr3.errors import ConfigError, DataError, RunPreempted, TrainingDivergedError, first_line
+from batch_rl_dr3.progress import Progress
 
 CHECKPOINT_SUBDIR = "checkpoints"
 DONE_FILE = "DONE"
@@ -40,6 +54,9 @@ METRICS_JSONL = "metrics.jsonl"
 CONFIG_FILE = "config.gin"
 # The settings a run started with; a resume must match them (see `_check_resume_config`).
 START_CONFIG_FILE = "start_config.gin"
+# A SIGTERM's mid-iteration checkpoint lives in checkpoints/preempted/ until the iteration's own checkpoint.
+PREEMPTED_SUBDIR = "preempted"
+PREEMPTED_STATE = "state.json"
 # Bindings a resume may change without changing what is computed (or that extend the run).
 RESUMABLE_CHANGES = ("run_experiment.num_iterations", "run_experiment.log_every_steps",
                      "run_experiment.tensorboard", "run_experiment.checkpoints_to_keep", "evaluate.progress")
@@ -134,9 +151,11 @@ def _config_for_resume() -> str:
   return "\n".join(line for line in lines if not line.startswith(RESUMABLE_CHANGES)).strip() + "\n"
 
 
-def _check_resume_config(base_dir: str, has_checkpoint: bool) -> None:
+def _check_resume_config(base_dir: str, has_checkpoint: bool) -> str:
   """A resumed run must use the settings it started with: a changed agent, dataset or coefficient would mix
-  two experiments in one folder (and coefficients held in variables would silently keep their old values)."""
+  two experiments in one folder (and coefficients held in variables would silently keep their old values).
+  Returns the settings to record in START_CONFIG_FILE for a new run (written by the caller once every check
+  has passed)."""
   path = os.path.join(base_dir, START_CONFIG_FILE)
   current = _config_for_resume()
   if has_checkpoint and tf.io.gfile.exists(path):
@@ -148,8 +167,7 @@ def _check_resume_config(base_dir: str, has_checkpoint: bool) -> None:
       shown = "; ".join(("was: " if l in old else "now: ") + l.strip() for l in changed if l.strip()[:1] != "#")
       raise ConfigError(f"--base_dir={base_dir} holds a run started with other settings ({shown}). Resume it "
                         f"with its own config ({path}) or use a new --base_dir.")
-  elif not has_checkpoint:
-    _atomic_write(path, current)
+  return current
 
 
 def _check_writable(base_dir: str) -> None:
@@ -181,6 +199,15 @@ class _MeanAccumulator:
   def means(self) -> Dict[str, float]:
     return {name: _to_float(total) / max(self._count, 1) for name, total in self._sums.items()}
 
+  def state(self) -> Dict[str, Any]:
+    """The sums (exact: a float32 is exactly a Python float) and count, to continue after a SIGTERM."""
+    return {"count": self._count, "sums": {name: [_to_float(total), tf.as_dtype(total.dtype).name]
+                                           for name, total in self._sums.items()}}
+
+  def load_state(self, state: Dict[str, Any]) -> None:
+    self._count = int(state["count"])
+    self._sums = {name: tf.constant(value, dtype=dtype) for name, (value, dtype) in state["sums"].items()}
+
 
 def _check_finite(metrics: Dict[str, float], where: str, checkpoint_note: str) -> None:
   bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
@@ -191,21 +218,68 @@ def _check_finite(metrics: Dict[str, float], where: str, checkpoint_note: str) -
         "(lower the learning rate or a penalty coefficient, or check the data for NaN rewards)")
 
 
+def _read_done(base_dir: str) -> Optional[Dict[str, Any]]:
+  path = os.path.join(base_dir, DONE_FILE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.loads(f.read())
+
+
+def _user_value(value):
+  """Values as the user wrote them: a float32 read back from a variable (0.10000000149011612) becomes the
+  shortest decimal that is the same float32 (0.1); containers recursively; everything else unchanged."""
+  if isinstance(value, dict):
+    return {k: _user_value(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_user_value(v) for v in value]
+  if isinstance(value, (float, np.floating)) and math.isfinite(value):
+    single = np.float32(value)
+    if float(single) == float(value):
+      return float(np.format_float_positional(single, unique=True, trim="-"))
+    return float(value)
+  return value
+
+
+class _Preemption:
+  """SIGTERM (what a TPU VM, a spot machine or a batch scheduler sends before stopping a job) -> a flag the
+  train loop reads at every step boundary; installed only in the main thread (where Python runs handlers)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def _handler(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+    logging.warning("SIGTERM received: saving a checkpoint at the next step boundary, then exiting.")
+
+  def __enter__(self) -> "_Preemption":
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
 @gin.configurable(denylist=["base_dir"])
 def run_experiment(base_dir: str, create_experiment=gin.REQUIRED, num_iterations: int = 100,
                    gradient_steps_per_iteration: int = 62_500, seed: int = 0, log_every_steps: int = 1000,
-                   checkpoints_to_keep: int = 2, tensorboard: bool = True,
+                   checkpoints_to_keep: int = 3, tensorboard: bool = True,
                    deterministic_ops: bool = False, init_from: Optional[str] = None) -> Dict[str, Any]:
   """Runs (or resumes) one experiment into `base_dir`. Returns the last metrics row.
 
   Args:
-    base_dir: the run folder (local path or any tf.io.gfile URL, e.g. gs://).
+    base_dir: the run folder (local path or any tf.io.gfile URL, e.g. gs://). Locked while the run writes
+      into it (see `run_lock`): a second process on it stops with one line naming the holder.
     create_experiment: a callable `(seed=...) -> Experiment`, e.g. `@AtariExperiment` in gin.
     num_iterations: iterations in the whole run.
     gradient_steps_per_iteration: train steps per iteration (62,500 in the DQN Replay papers).
     seed: seeds data sampling, network init, exploration and evaluation environments.
-    log_every_steps: a progress line (steps/s, ETA, losses) and a NaN check every this many steps.
-    checkpoints_to_keep: how many iteration checkpoints stay on disk.
+    log_every_steps: the train progress (steps/s, ETA, losses) and the NaN check every this many steps.
+    checkpoints_to_keep: how many iteration checkpoints stay on disk (>= 2: when the newest is corrupted, the
+      run continues from the newest intact one).
     tensorboard: write TensorBoard events.
     deterministic_ops: `tf.config.experimental.enable_op_determinism()`: bit-identical resumes on GPU/TPU,
       where some kernels are otherwise nondeterministic; CPU kernels used here are deterministic already.
@@ -214,24 +288,78 @@ def run_experiment(base_dir: str, create_experiment=gin.REQUIRED, num_iterations
       names is copied (the Atari agent's online and target networks): the optimizer, counters and sampler start
       fresh. The source is recorded in run_info.json (`init_from`); a resume continues from this run's own
       checkpoints, and as a gin setting a changed init_from is refused like any other changed setting.
+
+  Raises:
+    RunPreempted: after a SIGTERM, once the checkpoint of the current step is saved (rerun to resume).
   """
   if log_every_steps < 1 or gradient_steps_per_iteration < 1 or num_iterations < 1:
     raise ConfigError(f"run_experiment: num_iterations={num_iterations}, gradient_steps_per_iteration="
                       f"{gradient_steps_per_iteration}, log_every_steps={log_every_steps}; expected each >= 1")
+  if checkpoints_to_keep < 2:
+    raise ConfigError(f"run_experiment.checkpoints_to_keep={checkpoints_to_keep}; expected >= 2 (a corrupted "
+                      "newest checkpoint is replaced by the one before it)")
   _check_writable(base_dir)
+  with run_lock.RunLock(base_dir), _Preemption() as preemption:
+    return _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_iteration, seed,
+                       log_every_steps, checkpoints_to_keep, tensorboard, deterministic_ops, init_from, preemption)
+
+
+def _restore(checkpoint: tf.train.Checkpoint, paths: Sequence[str], base_dir: str) -> Optional[str]:
+  """Restores the newest intact checkpoint of `paths` (oldest first); returns its path (None: no paths).
+
+  A checkpoint that cannot be read (truncated, missing files) gets one warning line naming it and the next
+  older one is tried; none intact -> DataError. One that reads but does not fit the experiment -> ConfigError.
+  """
+  unreadable = []
+  for path in reversed(list(paths)):
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except (IndexError, tf.errors.OpError) as e:
+      files = tf.io.gfile.glob(path + ".*")
+      logging.warning("Checkpoint %s cannot be read (%s: %s; files: %s); trying the one before it.", path,
+                      type(e).__name__, first_line(e), ", ".join(os.path.basename(f) for f in sorted(files)))
+      unreadable.append(path)
+      continue
+    except (ValueError, AssertionError) as e:
+      raise ConfigError(f"--base_dir={base_dir}: its checkpoint {path} does not fit this experiment "
+                        f"({first_line(e)}); use a new --base_dir") from None
+    if unreadable:
+      logging.warning("Continuing from %s, the newest intact checkpoint (%d newer one(s) unreadable: %s).", path,
+                      len(unreadable), ", ".join(unreadable))
+    return path
+  if unreadable:
+    raise DataError(f"--base_dir={base_dir}: no intact checkpoint is left ({', '.join(unreadable)} cannot be "
+                    f"read); move {os.path.join(base_dir, CHECKPOINT_SUBDIR)} aside to start over, or use a new "
+                    f"--base_dir")
+  return None
+
+
+def _read_preempted(checkpoint_dir: str) -> Optional[Dict[str, Any]]:
+  path = os.path.join(checkpoint_dir, PREEMPTED_SUBDIR, PREEMPTED_STATE)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.loads(f.read())
+
+
+def _remove_preempted(checkpoint_dir: str) -> None:
+  folder = os.path.join(checkpoint_dir, PREEMPTED_SUBDIR)
+  if tf.io.gfile.exists(folder):
+    tf.io.gfile.rmtree(folder)
+
+
+def _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_iteration, seed,
+                log_every_steps, checkpoints_to_keep, tensorboard, deterministic_ops, init_from, preemption):
   done_path = os.path.join(base_dir, DONE_FILE)
-  if tf.io.gfile.exists(done_path):
-    with tf.io.gfile.GFile(done_path) as f:
-      done = json.loads(f.read())
-    if done.get("iterations", 0) >= num_iterations:
-      logging.info("Run in %s is already finished (%s); nothing to do.", base_dir, done)
-      rows = MetricsLog(base_dir, tensorboard=False).rows
-      return rows[-1] if rows else {}
-    logging.info("Extending the finished run in %s from %d to %d iterations.", base_dir, done["iterations"],
-                 num_iterations)
-    tf.io.gfile.remove(done_path)
+  done = _read_done(base_dir)
+  if done is not None and done.get("iterations", 0) >= num_iterations:
+    logging.info("Run in %s is already finished (%s); nothing to do.", base_dir, done)
+    rows = MetricsLog(base_dir, tensorboard=False).rows
+    return rows[-1] if rows else {}
   checkpoint_dir = os.path.join(base_dir, CHECKPOINT_SUBDIR)
-  _check_resume_config(base_dir, tf.train.latest_checkpoint(checkpoint_dir) is not None)
+  # Every check comes before the first change to the folder: a refused resume leaves it as it was.
+  has_checkpoint = tf.train.latest_checkpoint(checkpoint_dir) is not None
+  start_config = _check_resume_config(base_dir, has_checkpoint)
   if deterministic_ops:
     tf.config.experimental.enable_op_determinism()
 
@@ -241,54 +369,82 @@ def run_experiment(base_dir: str, create_experiment=gin.REQUIRED, num_iterations
   experiment = create_experiment(seed=seed)
 
   iteration_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-  checkpoint = tf.train.Checkpoint(iteration=iteration_var, **experiment.trackables())
+  step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_iteration")
+  trackables = experiment.trackables()
+  checkpoint = tf.train.Checkpoint(iteration=iteration_var, **trackables)
+  # A SIGTERM's checkpoint: the iteration's state plus how many of its steps are done.
+  step_checkpoint = tf.train.Checkpoint(iteration=iteration_var, step_in_iteration=step_var, **trackables)
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=checkpoints_to_keep)
-  if manager.latest_checkpoint:
+  restored = _restore(checkpoint, manager.checkpoints, base_dir)
+  start, start_step, sums = int(iteration_var), 0, None
+  preempted = _read_preempted(checkpoint_dir) if restored else None
+  if preempted is not None and preempted["iteration"] == start:
+    path = os.path.join(checkpoint_dir, PREEMPTED_SUBDIR, preempted["checkpoint"])
     try:
-      checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as e:
-      raise ConfigError(f"--base_dir={base_dir}: its checkpoint {manager.latest_checkpoint} does not fit this "
-                        f"experiment ({first_line(e)}); use a new --base_dir") from None
-    logging.info("Resumed from %s (iteration %d done).", manager.latest_checkpoint, int(iteration_var))
+      step_checkpoint.restore(path).assert_existing_objects_matched()
+      start_step, sums = int(step_var), preempted["sums"]
+      restored = path
+    except (IndexError, ValueError, AssertionError, tf.errors.OpError) as e:
+      logging.warning("The SIGTERM checkpoint %s cannot be read (%s); continuing from %s.", path, first_line(e),
+                      restored)
+      _restore(checkpoint, [restored], base_dir)
+  if restored:
+    logging.info("Resumed from %s (iteration %d, %d of its steps done).", restored, start, start_step)
   source = None
   if init_from:
-    if manager.latest_checkpoint:  # resumed: the weights came from init_from when the run started
+    if restored:  # resumed: the weights came from init_from when the run started
       with tf.io.gfile.GFile(os.path.join(base_dir, RUN_INFO_FILE)) as f:
         source = json.loads(f.read()).get("init_from")
     else:
       source = _initialize_from(experiment, init_from)
-  # Written after a successful restore, so a refused resume never relabels the folder.
-  info = dict(experiment.run_info(), seed=seed, num_iterations=num_iterations,
-              gradient_steps_per_iteration=gradient_steps_per_iteration)
+
+  # All checks passed: from here on the folder changes.
+  if done is not None:
+    logging.info("Extending the finished run in %s from %d to %d iterations.", base_dir, done["iterations"],
+                 num_iterations)
+    tf.io.gfile.remove(done_path)
+  if not has_checkpoint:
+    _atomic_write(os.path.join(base_dir, START_CONFIG_FILE), start_config)
+  info = _user_value(dict(experiment.run_info(), seed=seed, num_iterations=num_iterations,
+                          gradient_steps_per_iteration=gradient_steps_per_iteration))
   if source is not None:
     info["init_from"] = source
   _atomic_write(os.path.join(base_dir, RUN_INFO_FILE), json.dumps(info, indent=2, sort_keys=True) + "\n")
-  if not manager.latest_checkpoint:
+  if not restored:
     _atomic_write(os.path.join(base_dir, CONFIG_FILE), gin.config_str())
-  start = int(iteration_var)
   metrics_log = MetricsLog(base_dir, tensorboard=tensorboard)
   metrics_log.truncate(start)
 
   row: Dict[str, Any] = metrics_log.rows[-1] if metrics_log.rows else {}
   total_steps = num_iterations * gradient_steps_per_iteration
+  # One line every log_every_steps when not on a terminal (that is what the binding asks for).
+  progress = Progress("train", total_steps, "steps", initial=start * gradient_steps_per_iteration + start_step,
+                      every_seconds=0)
   for iteration in range(start, num_iterations):
     checkpoint_note = (f"Last good checkpoint: iteration {iteration} in {manager.directory}."
                        if iteration > 0 else "No checkpoint was written yet.")
     experiment.on_iteration_start(iteration)
     accumulator = _MeanAccumulator()
+    first_step = 1
+    if iteration == start and start_step:
+      accumulator.load_state(sums)
+      first_step = start_step + 1
     t0 = time.time()
-    for step in range(1, gradient_steps_per_iteration + 1):
+    shown_step = first_step - 1
+    for step in range(first_step, gradient_steps_per_iteration + 1):
       metrics = experiment.train_step()
       accumulator.add(metrics)
       if step % log_every_steps == 0 or step == gradient_steps_per_iteration:
         latest = {k: _to_float(v) for k, v in metrics.items()}
         global_step = iteration * gradient_steps_per_iteration + step
         _check_finite(latest, f"at gradient step {global_step} (iteration {iteration})", checkpoint_note)
-        rate = step / max(time.time() - t0, 1e-9)
-        eta = (total_steps - global_step) / rate
-        shown = " ".join(f"{k}={latest[k]:.4g}" for k in sorted(latest)[:6])
-        logging.info("iteration %d step %d/%d  %.1f steps/s  ETA %s  %s", iteration, step,
-                     gradient_steps_per_iteration, rate, _format_duration(eta), shown)
+        progress.update(step - shown_step, f"iteration {iteration} | {describe_train_metrics(latest)}")
+        shown_step = step
+      if preemption.requested and step < gradient_steps_per_iteration:
+        progress.close()
+        _save_step_checkpoint(step_checkpoint, step_var, checkpoint_dir, iteration, step, accumulator)
+        raise RunPreempted(f"stopped by SIGTERM at step {step} of iteration {iteration}; the checkpoint is "
+                           f"saved in {checkpoint_dir}: rerun the same command to resume from there")
     train_metrics = accumulator.means()
     _check_finite(train_metrics, f"in iteration {iteration}", checkpoint_note)
     train_seconds = time.time() - t0
@@ -298,17 +454,25 @@ def run_experiment(base_dir: str, create_experiment=gin.REQUIRED, num_iterations
     row = {"iteration": iteration, "gradient_steps": (iteration + 1) * gradient_steps_per_iteration}
     row.update({f"train/{k}": v for k, v in sorted(train_metrics.items())})
     row.update({f"eval/{k}": float(v) for k, v in sorted(eval_metrics.items())})
-    row["time/train_steps_per_second"] = gradient_steps_per_iteration / max(train_seconds, 1e-9)
+    row["time/train_steps_per_second"] = (gradient_steps_per_iteration - first_step + 1) / max(train_seconds, 1e-9)
     metrics_log.append(row)
     iteration_var.assign(iteration + 1)
     manager.save(checkpoint_number=iteration + 1)
+    _remove_preempted(checkpoint_dir)
     if iteration == start:
       _atomic_write(os.path.join(base_dir, CONFIG_FILE), gin.operative_config_str())
-    logging.info("iteration %d done: %s", iteration,
-                 " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith("eval/")))
+    logging.info("iteration %d done: %s", iteration, describe_eval_metrics(eval_metrics, info.get("domain")))
+    if preemption.requested and iteration + 1 < num_iterations:
+      progress.close()
+      raise RunPreempted(f"stopped by SIGTERM after iteration {iteration}; its checkpoint is saved in "
+                         f"{checkpoint_dir}: rerun the same command to resume from there")
+  progress.close()
 
   _atomic_write(done_path, json.dumps({"iterations": num_iterations,
                                        "gradient_steps": total_steps}) + "\n")
+  logging.info("Run finished: results in %s (metrics.csv, tensorboard/, checkpoints/); final %s", base_dir,
+               describe_eval_metrics({k[len("eval/"):]: v for k, v in row.items() if k.startswith("eval/")},
+                                     info.get("domain")) or "(no evaluation)")
   return row
 
 
@@ -348,8 +512,35 @@ def _initialize_from(experiment, init_from: str) -> Dict[str, Any]:
   return source
 
 
-def _format_duration(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+def _save_step_checkpoint(step_checkpoint, step_var, checkpoint_dir, iteration, step, accumulator) -> None:
+  """The state after `step` steps of `iteration`: its own folder beside the iteration checkpoints, written
+  before its state file, which names it (a kill between the two leaves the iteration checkpoints in charge)."""
+  step_var.assign(step)
+  folder = os.path.join(checkpoint_dir, PREEMPTED_SUBDIR)
+  tf.io.gfile.makedirs(folder)
+  path = step_checkpoint.write(os.path.join(folder, f"ckpt-{iteration}-{step}"))
+  state = {"iteration": iteration, "step": step, "checkpoint": os.path.basename(path),
+           "sums": accumulator.state()}
+  _atomic_write(os.path.join(folder, PREEMPTED_STATE), json.dumps(state) + "\n")
+
+
+def describe_train_metrics(metrics: Dict[str, float], max_diagnostics: int = 4) -> str:
+  """'losses: a=.. b=.. | diagnostics: c=..': the losses (names with 'loss') first, the rest named as
+  diagnostics (measurements that do not drive the update, e.g. dot products, Q averages)."""
+  losses = sorted((k for k in metrics if "loss" in k), key=lambda k: (k != "total_loss", k))
+  others = sorted(k for k in metrics if "loss" not in k)
+  text = "losses: " + " ".join(f"{k}={metrics[k]:.4g}" for k in losses) if losses else ""
+  if others:
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in others[:max_diagnostics])
+    more = f" (+{len(others) - max_diagnostics} more in metrics.csv)" if len(others) > max_diagnostics else ""
+    text += (" | " if text else "") + f"diagnostics: {shown}{more}"
+  return text
+
+
+def describe_eval_metrics(metrics: Dict[str, float], domain: Optional[str]) -> str:
+  """The evaluation metrics, the normalized score with its unit."""
+  parts = [f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k != "normalized_score"]
+  if "normalized_score" in metrics:
+    parts.insert(0, f"normalized_score={metrics['normalized_score']:.4g} "
+                    f"({reference_scores.normalized_score_unit(domain)})")
+  return "eval " + " ".join(parts) if parts else ""

@@ -7,8 +7,11 @@ Dopamine's three flags, plus shortcuts for the bindings every Atari run sets:
       --data_dir=/data/dqn_replay --game=Pong --run=1 --seed=0
 
 Gin files are looked up as given, then under the repository's `gin_configs/`. Rerunning the same command
-resumes the run from its last checkpoint; a finished run (DONE in base_dir) exits at once.
-Exit codes: 0 done, 1 bad input (one line names the flag / binding / file), 2 training diverged (NaN/inf).
+resumes the run from its last checkpoint; a finished run (DONE in base_dir) exits at once. SIGTERM saves a
+checkpoint at the next gradient step and exits 0 (rerun to resume from that step). A second process on the
+same --base_dir exits 1 naming the process that holds it.
+Exit codes: 0 done or preempted (DONE tells them apart), 1 bad input (one line names the flag / binding / file,
+or the folder is in use), 2 training diverged (NaN/inf).
 """
 import os
 import sys
@@ -20,7 +23,7 @@ import gin
 
 from batch_rl_dr3 import GIN_CONFIG_DIR
 from batch_rl_dr3 import runner
-from batch_rl_dr3.errors import ConfigError, DataError, TrainingDivergedError, first_line
+from batch_rl_dr3.errors import ConfigError, DataError, RunPreempted, TrainingDivergedError, first_line
 # Modules whose gin configurables a config may name: importing registers them.
 from batch_rl_dr3 import atari_experiment  # noqa: F401
 from batch_rl_dr3.continuous import experiment as continuous_experiment  # noqa: F401
@@ -115,6 +118,9 @@ def main(argv):
   except TrainingDivergedError as e:
     print(f"error: {first_line(e)}", file=sys.stderr)
     return EXIT_DIVERGED
+  except RunPreempted as e:
+    print(f"preempted: {first_line(e)}", file=sys.stderr)
+    return 0
   return 0
 
 

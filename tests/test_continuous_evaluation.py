@@ -6,7 +6,7 @@ import gymnasium_robotics
 import numpy as np
 import pytest
 
-from batch_rl_dr3.analysis import scores
+from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.continuous import evaluation
 from batch_rl_dr3.errors import ConfigError
 

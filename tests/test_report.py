@@ -16,7 +16,7 @@ from rliable import metrics as rly_metrics
 from batch_rl_dr3.analysis import report, runs as runs_lib
 from batch_rl_dr3.errors import DataError
 
-# (random, human) typed from dqn_zoo/atari_data.py, independent of scores.py's table.
+# (random, human) typed from dqn_zoo/atari_data.py, independent of reference_scores.py's table.
 HAND_REFERENCE = {"Pong": (-20.7, 14.6), "Breakout": (1.7, 30.5), "Asterix": (210.0, 8503.3)}
 LABELS = {"CQL": ("cql_qr", 0.0), "CQL+DR3": ("cql_qr", 0.1)}
 SETTINGS = ("1pct", "5pct")

@@ -6,14 +6,22 @@ checkpointed tf.random.Generator), so optimizer slots and RNG state must both su
 import csv
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from batch_rl_dr3 import run_lock
 from batch_rl_dr3 import runner
-from batch_rl_dr3.errors import ConfigError, TrainingDivergedError
+from batch_rl_dr3.errors import ConfigError, TrainingDivergedError, first_line
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class LeastSquaresExperiment(tf.Module):
@@ -190,17 +198,19 @@ def test_finished_run_can_be_extended_and_equals_a_longer_run(tmp_path):
   assert [r["train/loss"] for r in _rows(tmp_path / "short")] == [r["train/loss"] for r in _rows(tmp_path / "long")]
 
 
+class WiderExperiment(LeastSquaresExperiment):
+  """Another experiment: its checkpoint does not fit LeastSquaresExperiment's (w has 5 entries, not 3)."""
+
+  def __init__(self, seed=0):
+    super().__init__(seed)
+    self.w = tf.Variable(tf.zeros([5]))
+
+
 def test_checkpoint_of_another_experiment_is_one_clear_error(tmp_path):
   _run(tmp_path, 1)
   os.remove(tmp_path / "DONE")
-
-  class Wider(LeastSquaresExperiment):
-    def __init__(self, seed=0):
-      super().__init__(seed)
-      self.w = tf.Variable(tf.zeros([5]))
-
   with pytest.raises(ConfigError, match=r"checkpoint .*ckpt-1 does not fit this experiment"):
-    runner.run_experiment(str(tmp_path), create_experiment=Wider, num_iterations=2,
+    runner.run_experiment(str(tmp_path), create_experiment=WiderExperiment, num_iterations=2,
                           gradient_steps_per_iteration=10, seed=3)
 
 
@@ -208,3 +218,180 @@ def test_log_every_steps_must_be_positive(tmp_path):
   with pytest.raises(ConfigError, match=r"log_every_steps=0"):
     runner.run_experiment(str(tmp_path), create_experiment=LeastSquaresExperiment, num_iterations=1,
                           gradient_steps_per_iteration=10, log_every_steps=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Nothing lost, nothing mixed: corrupted checkpoints, refused resumes, the folder lock.
+
+
+def _folder_snapshot(base_dir):
+  """Every file of the run folder (but the lock) -> its bytes."""
+  out = {}
+  for root, _, files in os.walk(base_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, base_dir)] = f.read()
+  return out
+
+
+def _truncate_checkpoint(base_dir, number):
+  ckpt_dir = os.path.join(base_dir, "checkpoints")
+  (data,) = [n for n in os.listdir(ckpt_dir) if n.startswith(f"ckpt-{number}.data")]
+  path = os.path.join(ckpt_dir, data)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  return path
+
+
+def test_corrupted_latest_checkpoint_continues_from_the_newest_intact_one(tmp_path, caplog):
+  _run(tmp_path / "straight", 4)
+  _run(tmp_path / "run", 3)
+  os.remove(tmp_path / "run" / "DONE")
+  _truncate_checkpoint(tmp_path / "run", 3)
+  caplog.set_level("WARNING")
+  _run(tmp_path / "run", 4)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any("ckpt-3 cannot be read" in w and "IndexError" in w for w in warnings), warnings
+  assert any("Continuing from" in w and "ckpt-2" in w for w in warnings), warnings
+  # Iteration 2 was recomputed from checkpoint 2: the run equals the uninterrupted one.
+  assert [r["train/loss"] for r in _rows(tmp_path / "run")] == [r["train/loss"] for r in _rows(tmp_path / "straight")]
+  assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith("ckpt-4")
+
+
+def test_no_intact_checkpoint_is_one_error_and_changes_nothing(tmp_path):
+  _run(tmp_path, 3)
+  os.remove(tmp_path / "DONE")
+  for number in (1, 2, 3):  # three are kept by default
+    if any(n.startswith(f"ckpt-{number}.data") for n in os.listdir(tmp_path / "checkpoints")):
+      _truncate_checkpoint(tmp_path, number)
+  before = _folder_snapshot(tmp_path)
+  with pytest.raises(runner.DataError, match=r"no intact checkpoint is left \(.*ckpt-3, .*ckpt-2, .*ckpt-1 cannot "
+                                             r"be read\)"):
+    _run(tmp_path, 4)
+  assert _folder_snapshot(tmp_path) == before
+
+
+def test_checkpoints_to_keep_below_two_is_refused(tmp_path):
+  with pytest.raises(ConfigError, match=r"checkpoints_to_keep=1; expected >= 2"):
+    runner.run_experiment(str(tmp_path), create_experiment=LeastSquaresExperiment, num_iterations=1,
+                          gradient_steps_per_iteration=10, checkpoints_to_keep=1)
+
+
+def test_refused_extension_of_a_finished_run_keeps_done_and_every_file(tmp_path):
+  gin.clear_config()
+  gin.parse_config("least_squares_learning_rate.value = 0.05")
+  try:
+    _run(tmp_path, 2)
+    before = _folder_snapshot(tmp_path)
+    gin.clear_config()
+    gin.parse_config("least_squares_learning_rate.value = 0.5")
+    with pytest.raises(ConfigError, match=r"other settings"):
+      _run(tmp_path, 3)  # more iterations AND other settings
+    assert _folder_snapshot(tmp_path) == before  # DONE included: a launcher still sees a finished run
+  finally:
+    gin.clear_config()
+
+
+def test_refused_resume_of_another_experiments_checkpoint_keeps_done(tmp_path):
+  _run(tmp_path, 1)
+  before = _folder_snapshot(tmp_path)
+  with pytest.raises(ConfigError, match=r"does not fit this experiment"):
+    runner.run_experiment(str(tmp_path), create_experiment=WiderExperiment, num_iterations=2,
+                          gradient_steps_per_iteration=10, seed=3)
+  assert _folder_snapshot(tmp_path) == before
+
+
+def _hold_lock_in_subprocess(base_dir):
+  code = ("import sys, time\nfrom batch_rl_dr3.run_lock import RunLock\nlock = RunLock(sys.argv[1])\n"
+          "lock.acquire()\nprint('held', flush=True)\ntime.sleep(120)\n")
+  proc = subprocess.Popen([sys.executable, "-c", code, str(base_dir)], stdout=subprocess.PIPE, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO))
+  assert proc.stdout.readline().strip() == "held"
+  return proc
+
+
+def test_second_process_on_the_folder_is_refused_naming_the_holder(tmp_path):
+  os.makedirs(tmp_path / "run")
+  holder = _hold_lock_in_subprocess(tmp_path / "run")
+  try:
+    with pytest.raises(ConfigError) as error:
+      _run(tmp_path / "run", 1)
+    message = first_line(error.value)  # what the command line prints (gin appends its call context below)
+    assert f"--base_dir={tmp_path / 'run'} is in use by process {holder.pid} on host {socket.gethostname()}" in message
+    assert not os.path.exists(tmp_path / "run" / "metrics.csv")  # nothing written by the refused process
+  finally:
+    holder.kill()
+    holder.wait()
+  # The holder died without releasing (kill -9): its lock is stale and taken over.
+  assert json.load(open(tmp_path / "run" / "LOCK"))["pid"] == holder.pid
+  _run(tmp_path / "run", 1)
+  assert os.path.exists(tmp_path / "run" / "DONE") and not os.path.exists(tmp_path / "run" / "LOCK")
+
+
+def _write_lock(base_dir, host, pid, heartbeat_age):
+  os.makedirs(base_dir, exist_ok=True)
+  now = time.time()
+  with open(os.path.join(base_dir, run_lock.LOCK_FILE), "w") as f:
+    json.dump({"host": host, "pid": pid, "started": now - heartbeat_age, "heartbeat": now - heartbeat_age}, f)
+
+
+def test_lock_of_another_host_is_respected_while_its_heartbeat_is_fresh(tmp_path, caplog):
+  _write_lock(tmp_path / "fresh", "other-machine", 1234, heartbeat_age=10)
+  with pytest.raises(ConfigError, match=r"in use by process 1234 on host other-machine \(heartbeat 1\d s ago\)"):
+    _run(tmp_path / "fresh", 1)
+  # A lost machine: no heartbeat for longer than STALE_SECONDS.
+  _write_lock(tmp_path / "lost", "other-machine", 1234, heartbeat_age=run_lock.STALE_SECONDS + 60)
+  caplog.set_level("WARNING")
+  _run(tmp_path / "lost", 1)
+  assert any("Taking over the lock" in r.getMessage() and "other-machine" in r.getMessage()
+             and "heartbeat is" in r.getMessage() for r in caplog.records)
+
+
+def test_lock_heartbeat_is_refreshed_and_released(tmp_path, monkeypatch):
+  monkeypatch.setattr(run_lock, "HEARTBEAT_SECONDS", 0.05)
+  lock = run_lock.RunLock(str(tmp_path))
+  with lock:
+    first = json.load(open(tmp_path / "LOCK"))["heartbeat"]
+    time.sleep(0.3)
+    second = json.load(open(tmp_path / "LOCK"))
+    assert second["heartbeat"] > first and second["pid"] == os.getpid()
+  assert not os.path.exists(tmp_path / "LOCK")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the user sees
+
+
+def test_run_info_holds_the_values_the_user_gave(tmp_path):
+  class WithCoefficient(LeastSquaresExperiment):
+    def run_info(self):  # a coefficient read back from a float32 variable, as the agents do
+      return {"domain": "test", "agent": "least_squares", "dr3_coefficient": float(np.float32(0.1)),
+              "alpha": [float(np.float32(0.3))], "exact": 0.1 + 0.2}
+
+  runner.run_experiment(str(tmp_path), create_experiment=WithCoefficient, num_iterations=1,
+                        gradient_steps_per_iteration=10)
+  text = (tmp_path / "run_info.json").read_text()
+  assert '"dr3_coefficient": 0.1,' in text and "0.10000000149011612" not in text
+  info = json.loads(text)
+  assert info["alpha"] == [0.3] and info["exact"] == 0.1 + 0.2  # a float64 that is not a float32 stays as is
+
+
+def test_progress_text_shows_losses_first_and_names_diagnostics():
+  metrics = {"cql_gap": 1.5, "dr3": 0.25, "dot_product": 3.0, "quantile_loss": 0.125, "total_loss": 0.5,
+             "q_data": 2.0, "srank": 40.0, "td_loss": 0.75}
+  text = runner.describe_train_metrics(metrics)
+  assert text == ("losses: total_loss=0.5 quantile_loss=0.125 td_loss=0.75 | diagnostics: cql_gap=1.5 "
+                  "dot_product=3 dr3=0.25 q_data=2 (+1 more in metrics.csv)")
+  assert runner.describe_eval_metrics({"return": 12.5, "normalized_score": 35.25}, "atari") == (
+      "eval normalized_score=35.25 (% of human: 0 = random, 100 = human) return=12.5")
+
+
+def test_run_ends_with_a_summary_line(tmp_path, caplog):
+  caplog.set_level("INFO")
+  _run(tmp_path, 2)
+  last = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Run finished")]
+  assert len(last) == 1
+  final_return = float(_rows(tmp_path)[-1]["eval/return"])
+  assert last[0].startswith(f"Run finished: results in {tmp_path} (metrics.csv, tensorboard/, checkpoints/); "
+                            f"final eval return={final_return:.4g}")

@@ -6,6 +6,7 @@
 - NaN rewards in the data stop the run with exit code 2 and keep the last good checkpoint.
 """
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -62,11 +63,22 @@ def _checkpoint_tensors(base_dir):
           if "OPTIMIZER_SLOT" in name or "online" in name or "rng" in name or "gradient_steps" in name}
 
 
+def _run_to_end(base_dir, data_root, iterations, steps):
+  subprocess.run(_command(base_dir, data_root, iterations, steps), env=_env(), check=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _assert_same_network_state(base_a, base_b):
+  tensors_a, tensors_b = _checkpoint_tensors(base_a), _checkpoint_tensors(base_b)
+  assert len(tensors_a) > 10 and tensors_a.keys() == tensors_b.keys()
+  for name in tensors_a:
+    np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
+
+
 def test_killed_run_resumes_exactly_like_an_uninterrupted_run(tmp_path, data_root):
   iterations, steps = 3, 12
   straight = tmp_path / "straight"
-  subprocess.run(_command(straight, data_root, iterations, steps), env=_env(), check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  _run_to_end(straight, data_root, iterations, steps)
 
   killed = tmp_path / "killed"
   proc = subprocess.Popen(_command(killed, data_root, iterations, steps), env=_env(),
@@ -83,18 +95,48 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_run(tmp_path, data_roo
   done_before_resume = len(_metric_rows(killed))
   assert done_before_resume < iterations
 
-  subprocess.run(_command(killed, data_root, iterations, steps), env=_env(), check=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  _run_to_end(killed, data_root, iterations, steps)
   assert (killed / "DONE").exists()
   rows_a, rows_b = _metric_rows(straight), _metric_rows(killed)
   assert [r["iteration"] for r in rows_b] == ["0", "1", "2"]
   assert {"train/quantile_loss", "train/dr3", "train/cql_gap", "train/dot_product", "train/srank",
           "eval/return", "eval/num_episodes", "eval/normalized_score"} <= set(rows_a[0])
   assert rows_a == rows_b
-  tensors_a, tensors_b = _checkpoint_tensors(straight), _checkpoint_tensors(killed)
-  assert len(tensors_a) > 10 and tensors_a.keys() == tensors_b.keys()
-  for name in tensors_a:
-    np.testing.assert_array_equal(tensors_a[name], tensors_b[name], err_msg=name)
+  _assert_same_network_state(straight, killed)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_exits_0_and_the_resume_equals_an_uninterrupted_run(tmp_path, data_root):
+  """A preempted machine (SIGTERM) loses no work: the checkpoint of the current step is saved, the command exits
+  0 saying it will resume, and the rerun continues from that step as the uninterrupted run."""
+  iterations, steps = 3, 40
+  straight = tmp_path / "straight"
+  _run_to_end(straight, data_root, iterations, steps)
+
+  stopped = tmp_path / "stopped"
+  proc = subprocess.Popen(_command(stopped, data_root, iterations, steps), env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  seen = []
+  for line in proc.stderr:  # the train progress line of iteration 1 (one every log_every_steps = 5 steps)
+    seen.append(line)
+    if "train: " in line and "iteration 1 |" in line:
+      os.kill(proc.pid, signal.SIGTERM)
+      break
+  assert proc.poll() is None or proc.returncode == 0, "".join(seen[-20:])
+  rest, _ = proc.communicate(timeout=300)[1], None
+  stderr = "".join(seen) + rest
+  assert proc.returncode == 0, stderr[-2000:]
+  last = stderr.strip().splitlines()[-1]
+  assert last.startswith("preempted: stopped by SIGTERM at step ") and "rerun the same command to resume" in last
+  assert not (stopped / "DONE").exists()
+  state = json.load(open(stopped / "checkpoints" / "preempted" / "state.json"))
+  assert state["iteration"] == 1 and 0 < state["step"] < steps and f"at step {state['step']} of iteration 1" in last
+  assert len(_metric_rows(stopped)) == 1
+
+  _run_to_end(stopped, data_root, iterations, steps)
+  assert (stopped / "DONE").exists() and not (stopped / "checkpoints" / "preempted").exists()
+  assert _metric_rows(straight) == _metric_rows(stopped)  # iteration 1's means include the steps before SIGTERM
+  _assert_same_network_state(straight, stopped)
 
 
 def test_cli_bad_binding_is_one_line_and_exit_1(tmp_path, data_root):

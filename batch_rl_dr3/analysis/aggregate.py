@@ -1,7 +1,7 @@
 """Aggregate scores over runs and games (rliable): IQM, median, mean, optimality gap, 95 % bootstrap CIs.
 
 A *score matrix* is an array `[num_runs, num_games]` (one per algorithm); *curves* are `[num_runs, num_games,
-num_iterations]`. Scores are normalized in percent (see scores.py), so the optimality gap's threshold is 100.
+num_iterations]`. Scores are normalized in percent (see reference_scores.py), so the optimality gap's threshold is 100.
 
 The paper's two summaries of a training curve, per run and game, before aggregating over runs x games:
   - final performance: the score of the last evaluated iteration (`final_scores`);

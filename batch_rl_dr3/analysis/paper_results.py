@@ -23,7 +23,7 @@ medium-replay / medium-expert / expert (-v0), the D4RL MuJoCo grid of that time 
 import dataclasses
 from typing import Dict, Optional, Tuple
 
-from batch_rl_dr3.analysis import scores
+from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.analysis.aggregate import IntervalEstimate
 
 # (setting, label) -> IQM (lower, upper) of the average-over-training human-normalized score, percent.

@@ -20,7 +20,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from batch_rl_dr3.analysis import aggregate, paper_results, scores
+from batch_rl_dr3 import reference_scores as scores
+from batch_rl_dr3.analysis import aggregate, paper_results
 from batch_rl_dr3.analysis.runs import Run
 from batch_rl_dr3.atari_games import DR3_PAPER_GAMES
 

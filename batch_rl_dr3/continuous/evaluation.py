@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from batch_rl_dr3.analysis import scores
+from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.data import minari as minari_data
 from batch_rl_dr3.errors import ConfigError
 

@@ -34,6 +34,7 @@ from batch_rl_dr3.data.replay_cache import ReplayCache
 from batch_rl_dr3.data.samplers import InGraphSampler, make_tf_dataset
 from batch_rl_dr3.data.transition_table import FLOAT_COLUMNS, int_columns, pack, transition_table
 from batch_rl_dr3.errors import ConfigError, DataError
+from batch_rl_dr3.progress import Progress
 
 __all__ = ["FixedReplay", "InGraphSampler", "make_tf_dataset", "load_dataset", "FRAME_UNPACKING", "SUBSETS"]
 _MAX_LOAD_THREADS = 8
@@ -152,8 +153,9 @@ class FixedReplay:
     if row > self.row_capacity:
       raise DataError(f"checkpoints {positions} need {row} rows but the storage holds {self.row_capacity}")
 
-    done = [0]
     total_rows = row
+    name = f"load {len(positions)} checkpoint(s) of {self.directory}"
+    progress = Progress(name, total_rows, "rows", every_seconds=10)
 
     def copy_frames(args):
       offset, sl, position = args
@@ -165,15 +167,12 @@ class FixedReplay:
           self.frames.scatter_update(tf.IndexedSlices(as_words(rows), tf.range(at, at + len(rows))))
           at += len(rows)
         with self._lock:
-          done[0] += len(chunk)
+          progress.update(len(chunk))
       if at - offset != sl.rows:
         raise DataError(f"checkpoint {self.checkpoints[position][0]}: {at - offset} frames for {sl.rows} rows")
-      logging.info("fixed replay: checkpoint %d loaded (%d rows%s), %d/%d rows so far",
-                   self.checkpoints[position][0], sl.rows, ", cache hit" if sl.cache_hit else "", done[0],
-                   total_rows)
 
     workers = max(1, min(_MAX_LOAD_THREADS, len(positions)))
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    with progress, concurrent.futures.ThreadPoolExecutor(workers) as pool:
       list(pool.map(copy_frames, zip(offsets, slices, positions)))
 
     int_parts, float_parts = [], []

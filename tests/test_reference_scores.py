@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from batch_rl_dr3.analysis import scores
+from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.atari_games import DQN_REPLAY_GAMES, DR3_PAPER_GAMES
 from batch_rl_dr3.errors import ConfigError
 

@@ -1,5 +1,8 @@
 """Reference scores and normalized scores: Atari (random/human) and D4RL (REF_MIN/REF_MAX).
 
+The ground layer of the package: training, evaluation and the report all read these tables from here (never
+through `analysis/`).
+
 Conventions (both x100, i.e. percent, as the DR3 paper prints them: "IQM 56.9" means 56.9 % of the way from a
 random to a human player, and Table 2's D4RL numbers are D4RL's normalized score times 100):
 
@@ -15,7 +18,7 @@ callers beforehand (the report lists such games with raw scores only and leaves 
 D4RL values: Farama-Foundation/D4RL `d4rl/infos.py`. In that file the Gym-MuJoCo v1/v2 and Adroit v1 entries
 are copies of the v0 ones, made in a loop; the table below is built the same way.
 """
-from typing import Dict, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
@@ -186,3 +189,15 @@ def d4rl_normalized_score(env_name: str, raw: ArrayOrFloat) -> ArrayOrFloat:
   low, high = D4RL_REFERENCE_SCORES[name]
   normalized = 100.0 * (np.asarray(raw, dtype=np.float64) - low) / (high - low)
   return float(normalized) if np.ndim(normalized) == 0 else normalized
+
+
+# ---------------------------------------------------------------- units, as progress lines and plots say them
+_NORMALIZED_SCORE_UNITS = {
+    "atari": "% of human: 0 = random, 100 = human",
+    "continuous": "% of D4RL reference: 0 = random, 100 = expert",
+}
+
+
+def normalized_score_unit(domain: Optional[str]) -> str:
+  """What a normalized score of `domain` ('atari', 'continuous') measures, in words."""
+  return _NORMALIZED_SCORE_UNITS.get(domain, "% of the reference range: 0 = random, 100 = reference")

@@ -1,0 +1,67 @@
+"""The one progress display: plain lines (no carriage return) when redirected, a tqdm bar on a terminal."""
+import re
+
+from batch_rl_dr3 import progress as progress_lib
+from batch_rl_dr3.progress import Progress
+
+
+class FakeClock:
+  def __init__(self):
+    self.now = 1000.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_log_lines_give_count_rate_and_eta(monkeypatch):
+  clock = FakeClock()
+  monkeypatch.setattr(progress_lib.time, "time", clock)
+  lines = []
+  with Progress("load Pong", 1000, "rows", every_seconds=10, terminal=False, log=lines.append) as p:
+    clock.now += 5
+    p.update(100)  # 5 s after the start: too early for a line
+    clock.now += 5
+    p.update(150, detail="2 checkpoints")  # 250 rows in 10 s: 25 rows/s, 750 left -> 30 s
+    clock.now += 30
+    p.update(750)
+  assert lines == ["load Pong: 250/1,000 rows (25%), 25.0 rows/s, ETA 0m30s | 2 checkpoints",
+                   "load Pong: 1,000/1,000 rows (100%), 25.0 rows/s, took 0m40s | 2 checkpoints"]
+  assert not any("\r" in line for line in lines)
+
+
+def test_resumed_phase_counts_only_new_work_in_the_rate(monkeypatch):
+  clock = FakeClock()
+  monkeypatch.setattr(progress_lib.time, "time", clock)
+  lines = []
+  p = Progress("train", 10_000, "steps", initial=6_000, every_seconds=0, terminal=False, log=lines.append)
+  clock.now += 100
+  p.update(1_000)  # 1,000 new steps in 100 s: 10 steps/s; 3,000 left -> 300 s
+  assert lines == ["train: 7,000/10,000 steps (70%), 10.0 steps/s, ETA 5m00s"]
+  p.close()
+  assert len(lines) == 1  # the last state was already logged
+
+
+def test_close_logs_the_final_state_once(monkeypatch):
+  lines = []
+  p = Progress("eval Pong", None, "steps", every_seconds=1e9, terminal=False, log=lines.append)
+  p.update(40)
+  p.close()
+  p.close()
+  assert len(lines) == 1 and lines[0].startswith("eval Pong: 40 steps, ")
+
+
+def test_terminal_gets_a_tqdm_bar_and_no_log_lines(capsys):
+  lines = []
+  with Progress("train", 50, "steps", terminal=True, log=lines.append) as p:
+    for _ in range(5):
+      p.update(10, detail="losses: td_loss=0.5")
+  err = capsys.readouterr().err
+  assert lines == []
+  assert "\r" in err and re.search(r"train: 100%\|.*\| 50/50", err) and "td_loss=0.5" in err
+
+
+def test_disabled_shows_nothing(capsys):
+  lines = []
+  with Progress("x", 3, "steps", enabled=False, terminal=False, log=lines.append) as p:
+    p.update(3)
+  assert lines == [] and capsys.readouterr().err == ""
