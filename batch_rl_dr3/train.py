@@ -17,6 +17,7 @@ import os
 import sys
 
 import batch_rl_dr3  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+import batch_rl_dr3.quiet  # noqa: F401  (before TensorFlow: drops start-up lines that are never news)
 from absl import app
 from absl import flags
 import gin

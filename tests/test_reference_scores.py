@@ -1,4 +1,8 @@
 """Reference scores and normalized scores, by hand from the published tables."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -68,3 +72,13 @@ def test_unknown_d4rl_env_is_a_clear_error():
   assert not scores.has_d4rl_reference("pickplace-cog")
   with pytest.raises(ConfigError, match="'pickplace-cog' has no reference score"):
     scores.d4rl_normalized_score("pickplace-cog", 1.0)
+
+
+def test_training_and_evaluation_do_not_import_analysis():
+  """Reference scores are the ground layer: the train entry point (Atari and continuous experiments,
+  evaluation) gets them without loading the report's modules (rliable, matplotlib, ...)."""
+  code = ("import sys, batch_rl_dr3.train, batch_rl_dr3.evaluation, batch_rl_dr3.continuous.evaluation\n"
+          "print(sorted(m for m in sys.modules if m.startswith('batch_rl_dr3.analysis')))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.stdout.strip() == "[]"

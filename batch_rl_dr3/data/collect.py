@@ -56,6 +56,7 @@ import uuid
 from typing import Callable, List, Optional
 
 import batch_rl_dr3  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import batch_rl_dr3.quiet  # noqa: F401  (before TensorFlow: drops start-up lines that are never news)
 import numpy as np
 from absl import app
 from absl import flags
