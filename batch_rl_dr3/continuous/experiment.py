@@ -60,7 +60,8 @@ def create_continuous_agent(agent_name: str, time_step_spec, action_spec, image_
     return _STUDY_AGENTS[agent_name](time_step_spec, action_spec, transitions=transitions,
                                      regularization=regularization, dr3_coefficient=dr3_coefficient, seed=seed)
   observation_spec = time_step_spec.observation
-  critic = networks.FeatureCriticNetwork((observation_spec, action_spec), image_observations=image_observations)
+  critic = networks.FeatureCriticNetwork((observation_spec, action_spec), image_observations=image_observations,
+                                         seed=seed)
   actor = networks.RegularizedActorNetwork(observation_spec, action_spec, image_observations=image_observations,
                                            regularization=regularization, seed=seed)
   actor.create_variables()

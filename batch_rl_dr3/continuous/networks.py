@@ -10,9 +10,11 @@
 * `MlpCriticNetwork`: ReBRAC's LayerNorm critics (scalar or HL-Gauss logits) and IQL's Q and V networks, with
   `features_and_q` for DR3.
 * `ImageEncoder`: COG's conv torso for 48x48x3 uint8 images. As in COG's code (examples/cog.py), every network
-  (both critics, their targets, the actor) has its own encoder; none is shared.
+  (both critics, their targets, the actor) has its own encoder; none is shared. With `augmentation_padding > 0`
+  it applies COG's random-crop augmentation (`pad_and_random_crop`) to every batch of more than one image.
 """
 import math
+import zlib
 from typing import Optional, Sequence
 
 import gin
@@ -29,24 +31,61 @@ from tf_agents.utils import nest_utils
 from batch_rl_dr3.continuous import actor_regularization
 
 
+def pad_and_random_crop(images: tf.Tensor, padding: int, offsets: tf.Tensor) -> tf.Tensor:
+  """COG's random crop (avisingh599/cog rlkit/torch/conv_networks.py `RandomCrop`, padding 4 in examples/cog.py):
+  each [H, W, C] image is zero-padded by `padding` on all four sides and the H x W window whose top-left corner is
+  at `offsets[b] = (row, column)`, both in [0, 2 * padding], is cut out. images [B, H, W, C]; offsets int [B, 2].
+  """
+  height, width = tf.shape(images)[1], tf.shape(images)[2]
+  padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+  offsets = tf.cast(offsets, tf.int32)
+  rows = offsets[:, 0:1] + tf.range(height)[None]  # [B, H]
+  columns = offsets[:, 1:2] + tf.range(width)[None]  # [B, W]
+  cropped = tf.gather(padded, rows, axis=1, batch_dims=1)  # [B, H, W + 2p, C]
+  return tf.gather(cropped, columns, axis=2, batch_dims=1)  # [B, H, W, C]
+
+
 @gin.configurable
 class ImageEncoder(tf.keras.layers.Layer):
   """uint8 [B, H, W, C] images -> flat float features (scaled to [0, 1] first).
 
   Defaults are COG's CNN (avisingh599/cog examples/cog.py cnn_params): three 3x3 convs with 16 channels,
   stride 1, 'same' padding, 2x2 max-pooling after the first two (48 -> 24 -> 12), flattened (12 * 12 * 16).
+
+  augmentation_padding > 0: COG's `image_augmentation=True, image_augmentation_padding=4`: every call on a batch
+  of more than one image (COG: "h.shape[0] > 1 ensures we apply this only during training", so the targets'
+  and the policy's training calls are cropped too, a single evaluation observation is not) crops each image at
+  its own uniform offset in [0, 2 * padding]^2 (`pad_and_random_crop`). The offsets come from this encoder's
+  own checkpointed `tf.random.Generator` (seeded by `seed`), so every network draws its own crops, as each
+  COG network has its own RandomCrop, and a resumed run draws the same ones.
   """
 
   def __init__(self, filters: Sequence[int] = (16, 16, 16), kernel_size: int = 3,
-               pool_sizes: Sequence[int] = (2, 2, 1), name="ImageEncoder"):
+               pool_sizes: Sequence[int] = (2, 2, 1), augmentation_padding: int = 0, seed: int = 0,
+               name="ImageEncoder"):
     super().__init__(name=name)
     if len(pool_sizes) != len(filters):
       raise ValueError(f"ImageEncoder: pool_sizes {tuple(pool_sizes)} needs one entry per conv {tuple(filters)}")
+    if augmentation_padding < 0:
+      raise ValueError(f"ImageEncoder.augmentation_padding={augmentation_padding}; expected >= 0 (0 = no crop)")
     self._convs = [tf.keras.layers.Conv2D(f, kernel_size, padding="same", activation="relu") for f in filters]
     self._pools = [tf.keras.layers.MaxPool2D(p) if p > 1 else None for p in pool_sizes]
     self._flatten = tf.keras.layers.Flatten()
+    self._padding = augmentation_padding
+    self._crop_rng = tf.random.Generator.from_seed(seed)
+
+  def augment(self, images):
+    """The images, each cropped at a fresh random offset (COG's RandomCrop); unchanged without padding."""
+    if self._padding == 0:
+      return images
+    seed = tf.cast(self._crop_rng.make_seeds(1)[:, 0], tf.int32)
+    offsets = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed, minval=0, maxval=2 * self._padding + 1,
+                                          dtype=tf.int32)
+    return pad_and_random_crop(images, self._padding, offsets)
 
   def call(self, images):
+    if self._padding > 0:
+      images = tf.cond(tf.shape(images)[0] > 1, lambda: self.augment(images), lambda: images)
     x = tf.cast(images, tf.float32) / 255.0
     for conv, pool in zip(self._convs, self._pools):
       x = conv(x)
@@ -75,6 +114,11 @@ class _ZeroBuildMixin:
     return self._network_output_spec
 
 
+def encoder_seed(seed: int, network_name: str) -> int:
+  """A distinct crop seed per network (tf-agents names its copies 'CriticNetwork2', 'TargetCriticNetwork1', ...)."""
+  return (seed * 1_000_003 + zlib.crc32(network_name.encode())) % (2 ** 31)
+
+
 def _flat_float(observation):
   x = tf.cast(observation, tf.float32)
   return tf.reshape(x, [tf.shape(x)[0], -1]) if x.shape.rank > 2 else x
@@ -85,11 +129,13 @@ class FeatureCriticNetwork(_ZeroBuildMixin, network.Network):
   """Q(s, a): [encoder(s)] ++ a -> MLP (ReLU) -> features -> linear -> q."""
 
   def __init__(self, input_tensor_spec, hidden_units: Sequence[int] = (256, 256, 256),
-               image_observations: bool = False, name: str = "FeatureCriticNetwork"):
+               image_observations: bool = False, seed: int = 0, name: str = "FeatureCriticNetwork"):
     super().__init__(input_tensor_spec=input_tensor_spec, state_spec=(), name=name)
     self._hidden_units = tuple(hidden_units)
     self._image_observations = image_observations
-    self._encoder = ImageEncoder(name="critic_encoder") if image_observations else None
+    self._seed = seed
+    self._encoder = (ImageEncoder(seed=encoder_seed(seed, name), name="critic_encoder") if image_observations
+                     else None)
     self._hidden = [tf.keras.layers.Dense(n, activation="relu", name=f"hidden_{i}")
                     for i, n in enumerate(hidden_units)]
     self._q_head = tf.keras.layers.Dense(1, name="q_head")
@@ -102,7 +148,7 @@ class FeatureCriticNetwork(_ZeroBuildMixin, network.Network):
   def copy(self, **kwargs):
     # tf-agents copies the critic for critic 2 and the targets by re-calling the constructor.
     return type(self)(self.input_tensor_spec, hidden_units=self._hidden_units,
-                      image_observations=self._image_observations, **kwargs)
+                      image_observations=self._image_observations, **dict(dict(seed=self._seed), **kwargs))
 
   def _built_output_spec(self):
     return tf.TensorSpec([], tf.float32)
@@ -143,7 +189,8 @@ class RegularizedActorNetwork(_ZeroBuildMixin, network.DistributionNetwork):
     self._config = dict(hidden_units=tuple(hidden_units), regularization=regularization,
                         image_observations=image_observations, seed=seed)
     self._output_tensor_spec = output_tensor_spec
-    self._encoder = ImageEncoder(name="actor_encoder") if image_observations else None
+    self._encoder = (ImageEncoder(seed=encoder_seed(seed, name), name="actor_encoder") if image_observations
+                     else None)
     self._torso = actor_regularization.ActorTorso(hidden_units, regularization, hidden_init="glorot", seed=seed)
     self._projection = projection
 
