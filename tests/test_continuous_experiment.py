@@ -138,8 +138,10 @@ def test_image_observations_train_through_the_conv_encoder():
              "reward": rng.integers(0, 2, n).astype(np.float32),
              "next_observation": rng.integers(0, 256, (n, 48, 48, 3), dtype=np.uint8),
              "discount": np.ones(n, np.float32)}, f"images:{task}")
+  gin.parse_config("ImageEncoder.augmentation_padding = 4")  # COG's random crop inside every image network
   exp = experiment.ContinuousExperiment(seed=0, task="pickplace", agent_name="sac", load_dataset=images,
-                                        batch_size=8, eval_episodes=0, dr3_coefficient=0.001)
+                                        batch_size=8, eval_episodes=0, dr3_coefficient=0.001, setting="5pct")
+  assert exp.run_info()["setting"] == "5pct"  # the report groups COG's data fractions apart
   before = [v.numpy().copy() for v in exp.agent.critic_networks[0].encoder.trainable_variables]
   metrics = exp.train_step()
   assert all(np.isfinite(float(v)) for v in metrics.values())

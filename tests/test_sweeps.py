@@ -204,3 +204,22 @@ def test_data_dir_placeholder_needs_a_data_dir(tmp_path):
 def test_done_marker_is_the_runners():
   from batch_rl_dr3 import runner
   assert sweep_lib.DONE_FILE == runner.DONE_FILE
+
+
+def test_fig3_cog_runs_both_tasks_at_the_papers_two_fractions_with_cogs_crop():
+  import gin
+  from batch_rl_dr3 import train
+  sweep = sweep_lib.load_sweep("fig3_cog")
+  assert len(sweep.runs) == 2 * 2 * 2 * 3
+  expected = {"5pct": 0.05, "25pct": 0.25}  # "using only 5% and 25% of the data used by Singh et al. (2020)"
+  for run in sweep.runs:
+    train.parse_gin(run.gin_files, [b.replace("${data_dir}", "/cog") for b in run.gin_bindings])
+    fraction = run.labels["fraction"]
+    assert gin.query_parameter("COG_DATA_FRACTION/macro.value") == expected[fraction]
+    for name in ("load_cog.prior_fraction", "load_cog.task_fraction"):
+      assert gin.query_parameter(name).scoped_selector == "COG_DATA_FRACTION/gin.macro"
+    assert gin.query_parameter("ContinuousExperiment.setting") == fraction
+    assert gin.query_parameter("ImageEncoder.augmentation_padding") == 4
+    prior = {"pickplace": "/cog/pickplace_prior.npy", "drawer": "/cog/closed_drawer_prior.npy"}
+    assert gin.query_parameter("load_cog.prior_path") == prior[run.labels["task"]]
+    gin.clear_config()

@@ -96,11 +96,12 @@ class ContinuousExperiment(tf.Module):
                load_dataset: Callable[..., Any] = d4rl.load_d4rl, label: Optional[str] = None,
                batch_size: int = 256, dr3_coefficient: float = 0.0, eval_episodes: int = 10,
                eval_max_episode_steps: Optional[int] = None, srank_batch_size: int = 256,
-               action_bounds=(-1.0, 1.0)):
+               action_bounds=(-1.0, 1.0), setting: Optional[str] = None):
     super().__init__(name="ContinuousExperiment")
     if agent_name not in AGENTS:
       raise ConfigError(f"ContinuousExperiment.agent_name={agent_name!r}; expected one of {AGENTS}")
     self._seed, self._task, self._agent_name = seed, task, agent_name
+    self._setting = setting  # a data setting (e.g. COG's '5pct'), recorded so the report never pools settings
     self._dr3_coefficient = dr3_coefficient
     self._regularization = actor_regularization.ActorRegularization()
     actor_label = self._regularization.short_label()
@@ -161,4 +162,6 @@ class ContinuousExperiment(tf.Module):
             "dr3_coefficient": self._dr3_coefficient, "seed": self._seed, "data": self._source}
     if self._regularization.non_default():
       info["actor_regularization"] = self._regularization.non_default()
+    if self._setting:
+      info["setting"] = self._setting
     return info
