@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
+from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.analysis import actor_study
 from batch_rl_dr3.analysis import aggregate
 from batch_rl_dr3.analysis import report
 from batch_rl_dr3.analysis import runs as runs_lib
-from batch_rl_dr3.analysis import scores
 from tests.test_report import write_run
 
 ITERATIONS = 20

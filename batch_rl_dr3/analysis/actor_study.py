@@ -21,7 +21,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from batch_rl_dr3.analysis import aggregate, scores
+from batch_rl_dr3 import reference_scores as scores
+from batch_rl_dr3.analysis import aggregate
 from batch_rl_dr3.analysis.runs import Run
 
 DOMAINS = ("locomotion", "antmaze", "adroit")
