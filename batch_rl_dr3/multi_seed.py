@@ -19,18 +19,25 @@ run's step for step (tests/test_multi_seed.py checks this against separate agent
 Every `AtariExperiment.*` binding applies to each member. The run folder (`--base_dir`, `--seed=s`) holds member
 0 (seed s) under the usual metric names and member k under `train/seed<s+k>/...`, `eval/seed<s+k>/...`;
 its checkpoint holds every member, so the run resumes as a whole. `run_info.json` lists the seeds. The report
-counts the folder as the run with seed s. Memory: the frames once, plus N networks and N diagnostics batches.
+counts the folder as the run with seed s; `python -m batch_rl_dr3.multi_seed split RUN_DIR` writes `RUN_DIR/seed<s+k>/` run
+folders (run_info.json with seed s + k, metrics.csv with that member's columns under the usual names), which
+the report then finds as runs of their own with a recursive pattern (`--runs='runs/**'`). Memory: the frames once, plus N networks and N diagnostics batches.
 Cost on this CPU: `multi_seed_step_cost` in benchmarks/results.json (time per seed-step at N = 4 over one
 run's step); the data-parallel `DistributedAtariExperiment` is the other way to fill a chip (one seed, larger
 effective throughput per step) and the two do not combine.
 """
 import contextlib
+import json
+import os
+import re
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import gin
 import tensorflow as tf
 
 from batch_rl_dr3 import atari_experiment
+from batch_rl_dr3 import runner
 from batch_rl_dr3.agents import create_agent
 from batch_rl_dr3.data import fixed_replay
 from batch_rl_dr3.errors import ConfigError
@@ -153,3 +160,69 @@ class MultiSeedAtariExperiment(atari_experiment.AtariExperiment):
   def run_info(self) -> Dict[str, Any]:
     return dict(super().run_info(), num_seeds=len(self.seeds), seeds=list(self.seeds))
 
+
+
+def member_row(row: Dict[str, Any], member_seed: int) -> Dict[str, Any]:
+  """Member `member_seed`'s columns of a multi-seed metrics row, under the usual names (train/x, eval/x)."""
+  out = {k: row[k] for k in ("iteration", "gradient_steps") if k in row}
+  pattern = re.compile(rf"^(train|eval)/seed{member_seed}/(.+)$")
+  for key, value in row.items():
+    match = pattern.match(key)
+    if match:
+      out[f"{match.group(1)}/{match.group(2)}"] = value
+  return out
+
+
+def split_members(base_dir: str) -> List[str]:
+  """Writes `<base_dir>/seed<k>/` run folders for the members after the first; returns their paths.
+
+  Each gets run_info.json (the run's, with seed k and `multi_seed_run` naming base_dir), metrics.csv /
+  metrics.jsonl (member k's columns) and DONE when the run has it. Rewritten from scratch on every call.
+  """
+  def read(name):
+    with tf.io.gfile.GFile(os.path.join(base_dir, name)) as f:
+      return f.read()
+
+  try:
+    info = json.loads(read(runner.RUN_INFO_FILE))
+    rows = [json.loads(line) for line in read(runner.METRICS_JSONL).splitlines() if line.strip()]
+  except tf.errors.NotFoundError as e:
+    raise ConfigError(f"{base_dir}: not a run folder ({e.message})") from None
+  seeds = info.get("seeds")
+  if not seeds:
+    raise ConfigError(f"{os.path.join(base_dir, runner.RUN_INFO_FILE)}: no 'seeds': not a MultiSeedAtariExperiment run")
+  written = []
+  for member_seed in seeds[1:]:
+    member_dir = os.path.join(base_dir, f"seed{member_seed}")
+    tf.io.gfile.makedirs(member_dir)
+    member_info = {k: v for k, v in info.items() if k not in ("seeds", "num_seeds")}
+    member_info.update(seed=member_seed, multi_seed_run=base_dir)
+    with tf.io.gfile.GFile(os.path.join(member_dir, runner.RUN_INFO_FILE), "w") as f:
+      f.write(json.dumps(member_info, indent=2, sort_keys=True) + "\n")
+    log = runner.MetricsLog(member_dir, tensorboard=False)
+    log.truncate(0)
+    for row in rows:
+      log.append(member_row(row, member_seed))
+    if tf.io.gfile.exists(os.path.join(base_dir, runner.DONE_FILE)):
+      tf.io.gfile.copy(os.path.join(base_dir, runner.DONE_FILE), os.path.join(member_dir, runner.DONE_FILE),
+                       overwrite=True)
+    written.append(member_dir)
+  return written
+
+
+def main(argv: Sequence[str]) -> int:
+  if len(argv) < 2 or argv[0] != "split":
+    print("usage: python -m batch_rl_dr3.multi_seed split RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+    return 2
+  try:
+    for base_dir in argv[1:]:
+      for member_dir in split_members(base_dir):
+        print(member_dir)
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

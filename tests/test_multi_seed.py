@@ -95,3 +95,39 @@ def test_a_multi_seed_run_equals_separate_runs_through_the_runner(tmp_path):
   import json
   info = json.load(open(tmp_path / "multi" / "run_info.json"))
   assert info["seeds"] == [7, 8] and info["num_seeds"] == 2
+  # Split: seed 8's folder reads like run 8's for the report.
+  from batch_rl_dr3.analysis import runs as runs_lib
+  [member_dir] = multi_seed.split_members(str(tmp_path / "multi"))
+  member = runs_lib.read_run(member_dir)
+  assert member.seed == 8 and member.label == runs_lib.read_run(str(tmp_path / "run8")).label
+  for key in ("train/td_loss", "train/srank"):
+    np.testing.assert_allclose(member.metrics[key], [float(r[key]) for r in rows8], rtol=1e-4)
+  assert runs_lib.find_run_dirs([str(tmp_path / "multi" / "**")]) == [str(tmp_path / "multi"), member_dir]
+
+
+def test_split_writes_each_members_columns_under_the_usual_names(tmp_path):
+  import json
+  from batch_rl_dr3 import runner
+  base = tmp_path / "multi"
+  base.mkdir()
+  info = {"domain": "atari", "game": "Pong", "label": "DQN", "setting": "1pct", "seed": 3, "seeds": [3, 4, 5],
+          "num_seeds": 3}
+  (base / runner.RUN_INFO_FILE).write_text(json.dumps(info))
+  rows = [{"iteration": i, "gradient_steps": 10 * (i + 1), "train/td_loss": 1.0 + i, "train/seed4/td_loss": 2.0 + i,
+           "train/seed5/td_loss": 3.0 + i, "eval/return": 10.0 * i, "eval/seed4/return": 20.0 * i,
+           "eval/seed5/return": 30.0 * i} for i in range(2)]
+  (base / runner.METRICS_JSONL).write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (base / runner.DONE_FILE).write_text("{}")
+  for _ in range(2):  # a second split rewrites, never appends
+    written = multi_seed.split_members(str(base))
+  assert written == [str(base / "seed4"), str(base / "seed5")]
+  with open(base / "seed5" / "metrics.csv") as f:
+    got = list(csv.DictReader(f))
+  assert [(r["iteration"], r["gradient_steps"], r["train/td_loss"], r["eval/return"]) for r in got] == [
+      ("0", "10", "3.0", "0.0"), ("1", "20", "4.0", "30.0")]
+  member_info = json.loads((base / "seed4" / runner.RUN_INFO_FILE).read_text())
+  assert member_info["seed"] == 4 and "seeds" not in member_info and member_info["multi_seed_run"] == str(base)
+  assert (base / "seed4" / runner.DONE_FILE).exists()
+  (base / runner.RUN_INFO_FILE).write_text(json.dumps(dict(info, seeds=None)))
+  with pytest.raises(ConfigError, match="not a MultiSeedAtariExperiment run"):
+    multi_seed.split_members(str(base))
