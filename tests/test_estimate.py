@@ -133,3 +133,16 @@ def test_multi_seed_runs_count_seed_steps_priced_with_the_multi_seed_figure(tiny
   assert group.agent == "dqn x3" and group.gradient_steps == 2 * 3 * 300 and group.eval_steps == 2 * 3 * 150
   # 1,800 seed-steps at 40 steps/s / 0.8 = 50 seed-steps/s.
   assert est.measured_train_hours() == pytest.approx(1800 / 50 / 3600)
+
+
+@pytest.mark.parametrize("launcher_name", ["vertex", "gke"])
+def test_tpu_launchers_estimate_without_a_root(tiny, launcher_name, capsys):
+  import importlib
+  from launch import cloud
+  sweep, bench = tiny
+  launcher = importlib.import_module(f"launch.{launcher_name}")
+  code = cloud.launcher_main(launcher, [f"--sweep={sweep.path}", "--estimate", "--data_dir=/d",
+                                        f"--benchmarks={bench}", "--steps_per_second=600"])
+  out = capsys.readouterr().out
+  assert code == 0 and "Total: 1,200 gradient steps, 600 evaluation agent steps" in out
+  assert "At --steps_per_second=600: train 0.000556 h" in out   # 1,200 / 600 s
