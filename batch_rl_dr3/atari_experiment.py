@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from batch_rl_dr3 import atari_games
 from batch_rl_dr3 import evaluation
+from batch_rl_dr3 import labels
 from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.agents import create_agent
 from batch_rl_dr3.atari_env import num_actions_for_game
@@ -30,7 +31,6 @@ SHADOWED_BINDINGS = {
     "evaluate.seed": "run_experiment.seed (--seed)",
     "evaluate.num_envs": "AtariExperiment.num_eval_envs",
 }
-_AGENT_LABELS = {"dqn": "DQN", "rem": "REM", "cql_qr": "CQL"}
 
 
 def refuse_shadowed_bindings() -> None:
@@ -71,9 +71,8 @@ class AtariExperiment:
         the agent steps/s of one game on 2 CPU cores (benchmarks/bench_eval.py). Each game gets
         evaluation_steps / num_eval_envs steps; episodes the budget cuts are not counted (eval/cut_episodes).
       diagnostics_batch_size: size of the fixed batch on which srank and feature norms are measured.
-      label: the name the report groups this run under (default: agent name, '+DR3' when c0 > 0, and the
-        backup when it is not Q-learning, e.g. 'CQL+DR3', 'DQN (sarsa)'). Give distinct labels to runs that
-        differ in anything else (DR3 form, c0, alpha) so the report does not pool them.
+      label: the name the report groups this run under; default: `labels.run_label` of the agent, its
+        penalties and every setting that differs from the defaults, e.g. 'CQL+DR3 (c0=0.03)'.
     """
     refuse_shadowed_bindings()
     if num_eval_envs < 1 or max_steps_per_episode < 1 or evaluation_steps < 0:
@@ -93,7 +92,9 @@ class AtariExperiment:
     self._check_actions(num_actions)
     self.sampler = fixed_replay.InGraphSampler(self.replay, batch_size=batch_size,
                                                seed=derived_seed(seed, "sampler"))
-    self.agent = create_agent(agent_name, num_actions, self.sampler, seed=derived_seed(seed, "agent"))
+    self.agent = create_agent(agent_name, num_actions, self.sampler, seed=derived_seed(seed, "agent"),
+                              data_setting=self.replay.setting)
+    self.batch_size = batch_size
     if self.agent.jit_compile:
       self.sampler.frame_unpacking = "swar"  # read when the step is traced; the faster one inside XLA
     # A fixed batch (the same for the whole run) on which srank / feature norms are measured each iteration.
@@ -142,16 +143,22 @@ class AtariExperiment:
       metrics["normalized_score"] = float(scores.human_normalized_score(self.game, result.mean_return))
     return metrics
 
+  def label_parts(self) -> Dict[str, Any]:
+    """The agent's label parts plus the experiment's own settings that differ from their defaults."""
+    parts = self.agent.label_parts()
+    parts["settings"].update(labels.differing(
+        {"batch_size": self.batch_size, "subset": self.replay.subset},
+        {"batch_size": labels.constructor_defaults(AtariExperiment)["batch_size"],
+         "subset": labels.function_defaults(fixed_replay.load_dataset)["subset"]}))
+    return parts
+
   def run_info(self) -> Dict[str, Any]:
-    dr3 = float(np.asarray(self.agent.dr3_coefficient))
-    label = self.label
-    if label is None:
-      label = _AGENT_LABELS.get(self.agent_name, self.agent_name) + ("+DR3" if dr3 > 0 else "")
-      if self.agent.backup != "q_learning":
-        label += f" ({self.agent.backup})"
+    parts = self.label_parts()
+    dr3 = sum(p.coefficient.numpy() for p in self.agent.penalties if p.label_name == "DR3")
     dataset = self.replay.describe()
-    return {"domain": "atari", "game": self.game, "agent": self.agent_name, "label": label,
-            "dr3_coefficient": dr3, "backup": self.agent.backup, "setting": self.replay.setting,
+    return {"domain": "atari", "game": self.game, "agent": self.agent_name,
+            "label": labels.label_from_parts(self.agent_name, parts, label=self.label), "label_parts": parts,
+            "dr3_coefficient": float(dr3), "backup": self.agent.backup, "setting": self.replay.setting,
             "data_run": self.data_run, "num_transitions": int(self.replay.num_transitions),
             "dataset": {k: dataset[k] for k in ("checkpoints", "transitions_per_checkpoint", "subset",
                                                 "subset_seed")}}

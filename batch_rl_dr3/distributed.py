@@ -21,7 +21,7 @@ samples on the host in tf.data and streams each replica its share: the TPU input
 given global batch (tests, debugging).
 
 Where this step differs from the single-device one (same global batch): nowhere for the per-example losses and
-the mean-reduced DR3 penalty (equal to float tolerance, see tests/test_distributed.py). The srank penalty is a
+the DR3 penalty, mean- or sum-reduced (equal to float tolerance, see tests/test_distributed.py). The srank penalty is a
 function of the whole feature matrix: each replica computes it on its own share, so with it on, the update
 differs (the penalty is off in the paper's configs). Reported metrics are means over replicas, except
 `total_loss`, which is the global loss (the sum of the replicas' shares).

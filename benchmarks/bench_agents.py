@@ -190,9 +190,16 @@ def _pure_compute_fn(agent, batch, jit_compile):
   return lambda: step(batch)
 
 
-CONFIGS = [("dqn", "DQN", {}), ("rem", "REM", {}), ("cql_qr", "CQLQR", {}),
-           ("dqn+dr3", "DQN", {"dr3_coefficient": 0.1}), ("rem+dr3", "REM", {"dr3_coefficient": 0.1}),
-           ("cql_qr+dr3", "CQLQR", {"dr3_coefficient": 0.1})]
+def _dr3():
+  """DR3 in the paper's form (atari/dr3.gin's c0); a fresh object per agent (it holds the agent's c0)."""
+  from batch_rl_dr3.regularizers import DR3
+  return {"penalties": [DR3(0.03)]}
+
+
+# (label, agent class, constructor kwargs: a function, so each agent gets its own penalty objects)
+CONFIGS = [("dqn", "DQN", dict), ("rem", "REM", dict), ("cql_qr", "CQLQR", lambda: {"cql_alpha": 1.0}),
+           ("dqn+dr3", "DQN", _dr3), ("rem+dr3", "REM", _dr3),
+           ("cql_qr+dr3", "CQLQR", lambda: {"cql_alpha": 1.0, **_dr3()})]
 
 
 def run(quick: bool, sampler=None):
@@ -213,8 +220,8 @@ def run(quick: bool, sampler=None):
       sampler.frame_unpacking = "swar" if jit else "transpose"
       print(f"  our steps, jit_compile={jit} (tracing / compiling first) ...", flush=True)
       fns = {"dopamine": dopamine_stepper}
-      for label, cls_name, kwargs in CONFIGS:
-        agent = getattr(agents_lib, cls_name)(NUM_ACTIONS, sampler, jit_compile=jit, **kwargs)
+      for label, cls_name, make_kwargs in CONFIGS:
+        agent = getattr(agents_lib, cls_name)(NUM_ACTIONS, sampler, jit_compile=jit, **make_kwargs())
         fns[label] = agent.train_step
         if label == "dqn":
           lean_agent = agents_lib.DQN(NUM_ACTIONS, sampler, jit_compile=jit, next_state_metrics=False)

@@ -32,6 +32,9 @@ File format (every key is checked: an unknown key is one ConfigError naming the 
     [axis.task]
     binding = "ContinuousExperiment.task"                # each value becomes `<binding> = '<value>'`
     values = ["kitchen-mixed-v0"]
+    [axis.c0]
+    binding = "DR3.coefficient"                          # float labels get the axis name: c0_0.001
+    values = [0.001, 0.01]
 
     # ... OR named points, each with its own gin files, bindings and flags.
     [axis.agent.points."cql_qr+dr3"]
@@ -251,8 +254,10 @@ def _value_axis(axis: str, table: dict, check: _Checker) -> List[_Point]:
     check.fail(f"{where}.values", f"expected a non-empty list, got {values!r}")
   points = []
   for value in values:
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-      check.fail(f"{where}.values", f"expected strings or integers, got {value!r}")
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+      check.fail(f"{where}.values", f"expected strings or numbers, got {value!r}")
+    if isinstance(value, float) and "flag" in table:
+      check.fail(f"{where}.values", f"a flag axis takes strings or integers, got {value!r}")
     if "flag" in table:
       flag = table["flag"]
       if not isinstance(flag, str) or not _FLAG.match(flag):
@@ -268,7 +273,8 @@ def _value_axis(axis: str, table: dict, check: _Checker) -> List[_Point]:
       binding = table["binding"]
       if not isinstance(binding, str) or not binding.strip():
         check.fail(f"{where}.binding", f"expected a gin parameter name, got {binding!r}")
-      label = f"{axis}{value}" if isinstance(value, int) else str(value)
+      label = f"{axis}{value}" if isinstance(value, int) else (
+          f"{axis}_{value!r}" if isinstance(value, float) else str(value))
       points.append(_Point(check.label(label, f"{where}.values"), gin_bindings=(f"{binding} = {value!r}",)))
   return points
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from batch_rl_dr3 import GIN_CONFIG_DIR
 from batch_rl_dr3 import runner  # noqa: F401  (registers run_experiment for the data-setting files)
 from batch_rl_dr3.agents import CQLQR, DQN, REM, create_agent
+from batch_rl_dr3.regularizers import DR3, SrankPenalty
 from batch_rl_dr3.errors import ConfigError
 
 B, N, A = 4, 12, 3
@@ -56,8 +57,12 @@ def _huber(x):
   return np.where(np.abs(x) <= 1, 0.5 * x * x, np.abs(x) - 0.5)
 
 
+def dopamine_dr3(c0):
+  return DR3(c0, reduction="mean", use_abs=True)
+
+
 def test_dqn_loss_and_metrics_by_hand():
-  agent = DQN(A, TableSampler())
+  agent = DQN(A, TableSampler(), penalties=[dopamine_dr3(0.0), SrankPenalty(0.0)])
   batch = agent.sampler.sample()
   loss, metrics = agent.compute_loss(batch)
   on = agent.online_network(batch["state"])
@@ -71,7 +76,7 @@ def test_dqn_loss_and_metrics_by_hand():
   phi, phi_next = on.features.numpy(), agent.online_network(batch["next_state"]).features.numpy()
   dots = (phi * phi_next).sum(1)
   np.testing.assert_allclose(metrics["dot_product"], dots.mean(), rtol=1e-4)
-  np.testing.assert_allclose(metrics["dr3"], np.abs(dots).mean(), rtol=1e-4)  # Dopamine's default form
+  np.testing.assert_allclose(metrics["dr3"], np.abs(dots).mean(), rtol=1e-4)  # Dopamine's form
   np.testing.assert_allclose(metrics["q_data"], q[np.arange(B), a].mean(), rtol=1e-5)
   np.testing.assert_allclose(metrics["q_max"], q.max(1).mean(), rtol=1e-5)
   lse = np.log(np.exp(q).sum(1))
@@ -130,11 +135,11 @@ def test_cql_qr_loss_by_hand():
   np.testing.assert_allclose(metrics["cql_gap"], gap.mean(), rtol=1e-4)
 
 
-@pytest.mark.parametrize("cls,kwargs", [(DQN, {}), (CQLQR, {"num_quantiles": 3})])
-def test_dr3_enabled_with_c0_zero_gives_the_same_parameters_as_no_dr3(cls, kwargs):
+@pytest.mark.parametrize("cls,kwargs", [(DQN, {}), (CQLQR, {"num_quantiles": 3, "cql_alpha": 1.0})])
+def test_dr3_with_c0_zero_gives_the_same_parameters_as_no_dr3(cls, kwargs):
   off = cls(A, TableSampler(seed=7), **kwargs)
-  on = cls(A, TableSampler(seed=7), dr3_coefficient=0.0, dr3_enabled=True, **kwargs)
-  strong = cls(A, TableSampler(seed=7), dr3_coefficient=1.0, **kwargs)
+  on = cls(A, TableSampler(seed=7), penalties=[DR3(0.0)], **kwargs)
+  strong = cls(A, TableSampler(seed=7), penalties=[DR3(1.0)], **kwargs)
   _copy(off, on)
   _copy(off, strong)
   for _ in range(3):
@@ -145,8 +150,10 @@ def test_dr3_enabled_with_c0_zero_gives_the_same_parameters_as_no_dr3(cls, kwarg
 
 
 def test_compiled_step_equals_eager_step_and_coefficient_changes_never_retrace():
-  compiled = CQLQR(A, TableSampler(seed=3), num_quantiles=3, dr3_coefficient=0.1, srank_coefficient=0.01)
-  eager = CQLQR(A, TableSampler(seed=3), num_quantiles=3, dr3_coefficient=0.1, srank_coefficient=0.01)
+  compiled = CQLQR(A, TableSampler(seed=3), num_quantiles=3, cql_alpha=1.0,
+                   penalties=[dopamine_dr3(0.1), SrankPenalty(0.01)])
+  eager = CQLQR(A, TableSampler(seed=3), num_quantiles=3, cql_alpha=1.0,
+                penalties=[dopamine_dr3(0.1), SrankPenalty(0.01)])
   _copy(compiled, eager)
   for step in range(3):
     m_compiled = compiled.train_step()
@@ -154,8 +161,8 @@ def test_compiled_step_equals_eager_step_and_coefficient_changes_never_retrace()
     np.testing.assert_allclose(m_compiled["total_loss"], m_eager["total_loss"], rtol=1e-4)
   for x, y in zip(_params(compiled), _params(eager)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
-  compiled.dr3_coefficient.assign(0.5)
-  compiled.srank_coefficient.assign(0.0)
+  compiled.penalties[0].coefficient.assign(0.5)
+  compiled.penalties[1].coefficient.assign(0.0)
   compiled.cql_alpha.assign(4.0)
   compiled.train_step()
   assert compiled.train_step_tracing_count == 1
@@ -190,12 +197,12 @@ def test_select_action_greedy_on_mean_q_and_uniform_under_epsilon_one():
 
 
 def test_checkpoint_restores_an_identical_continuation(tmp_path):
-  first = REM(A, TableSampler(seed=5), num_heads=2, dr3_coefficient=0.1)
+  first = REM(A, TableSampler(seed=5), num_heads=2, penalties=[DR3(0.1)])
   for _ in range(2):
     first.train_step()
   path = tf.train.Checkpoint(agent=first).save(str(tmp_path / "ckpt"))
   continued = [first.train_step()["total_loss"].numpy() for _ in range(2)]
-  resumed = REM(A, TableSampler(seed=99), num_heads=2, dr3_coefficient=0.1, seed=42)
+  resumed = REM(A, TableSampler(seed=99), num_heads=2, penalties=[DR3(0.0)], seed=42)
   tf.train.Checkpoint(agent=resumed).restore(path).assert_existing_objects_matched()
   assert int(resumed.gradient_steps) == 2
   again = [resumed.train_step()["total_loss"].numpy() for _ in range(2)]
@@ -204,8 +211,9 @@ def test_checkpoint_restores_an_identical_continuation(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
-def test_distributed_loss_scaling_sums_replica_gradients_to_the_global_gradient():
-  agent = DQN(A, TableSampler(batch_size=8), dr3_coefficient=0.3, srank_coefficient=0.0)
+@pytest.mark.parametrize("make_dr3", [lambda: dopamine_dr3(0.3), lambda: DR3(0.05)], ids=["mean", "sum"])
+def test_distributed_loss_scaling_sums_replica_gradients_to_the_global_gradient(make_dr3):
+  agent = DQN(A, TableSampler(batch_size=8), penalties=[make_dr3(), SrankPenalty(0.0)])
   batch = agent.sampler.sample()
   with tf.GradientTape() as tape:
     full, _ = agent.compute_loss(batch)
@@ -225,24 +233,55 @@ def test_create_agent_factory_and_unknown_name():
     create_agent("cql", A, TableSampler())
 
 
-def test_gin_files_bind_the_paper_settings():
+def _agent_from_gin(files, bindings=(), data_setting=None):
   gin.clear_config()
+  gin.parse_config_files_and_bindings([os.path.join(GIN_CONFIG_DIR, "atari", f) for f in files],
+                                      ["CQLQR.num_quantiles = 3", *bindings], skip_unknown=True)
+  return create_agent("cql_qr", A, TableSampler(), data_setting=data_setting)
+
+
+def test_gin_files_bind_the_papers_eq7_form():
   try:
-    files = [os.path.join(GIN_CONFIG_DIR, "atari", f) for f in ("cql_qr.gin", "dr3_paper.gin", "1pct.gin")]
-    gin.parse_config_files_and_bindings(files, ["CQLQR.num_quantiles = 3"], skip_unknown=True)
-    agent = create_agent("cql_qr", A, TableSampler())
-    assert float(agent.cql_alpha) == 4.0 and agent.dr3_enabled
-    np.testing.assert_allclose(float(agent.dr3_coefficient), 0.001)
-    assert gin.query_parameter("dr3_penalty.reduction") == "sum"
-    assert gin.query_parameter("run_experiment.gradient_steps_per_iteration") == 62500
+    agent = _agent_from_gin(("cql_qr.gin", "dr3.gin", "1pct.gin"), data_setting="1pct")
+    assert float(agent.cql_alpha) == 4.0
+    (dr3,) = agent.penalties
+    assert (dr3.reduction, dr3.use_abs, dr3.stop_gradient_next, dr3.form_name()) == ("sum", False, False, "paper")
+    np.testing.assert_allclose(float(dr3.coefficient), 0.03)
+    assert gin.query_parameter("run_experiment.num_iterations") * gin.query_parameter(
+        "run_experiment.gradient_steps_per_iteration") == 6_500_000  # Table 1's caption
     batch = agent.sampler.sample()
     on = agent.online_network(batch["state"]).features.numpy()
     on_next = agent.online_network(batch["next_state"]).features.numpy()
     np.testing.assert_allclose(agent.compute_loss(batch)[1]["dr3"], (on * on_next).sum(), rtol=1e-4)
     optimizer = agent.optimizer
     np.testing.assert_allclose([float(optimizer.learning_rate), optimizer.epsilon], [5e-5, 3.125e-4])
+    dopamine = _agent_from_gin(("cql_qr.gin", "dr3_dopamine.gin"), data_setting="5pct")
+    assert dopamine.penalties[0].form_name() == "dopamine" and float(dopamine.cql_alpha) == 1.0
+    np.testing.assert_allclose(float(dopamine.penalties[0].coefficient), 0.1)
+    on = dopamine.online_network(batch["state"]).features.numpy()
+    on_next = dopamine.online_network(batch["next_state"]).features.numpy()
+    np.testing.assert_allclose(dopamine.compute_loss(batch)[1]["dr3"], np.abs((on * on_next).sum(1)).mean(),
+                               rtol=1e-4)
   finally:
     gin.clear_config()
+
+
+@pytest.mark.parametrize("setting,alpha", [("1pct", 4.0), ("5pct", 1.0), ("first10pct", 1.0)])
+def test_cql_alpha_does_not_depend_on_the_order_of_gin_files(setting, alpha):
+  try:
+    for files in (("cql_qr.gin", f"{setting}.gin"), (f"{setting}.gin", "cql_qr.gin")):
+      assert float(_agent_from_gin(files, data_setting=setting).cql_alpha) == alpha, files
+    # An explicit binding wins over the per-setting table, in either order.
+    for files in (("cql_qr.gin", f"{setting}.gin"), (f"{setting}.gin", "cql_qr.gin")):
+      assert float(_agent_from_gin(files, ["CQLQR.cql_alpha = 0.1"], data_setting=setting).cql_alpha) == (
+          pytest.approx(0.1))
+  finally:
+    gin.clear_config()
+
+
+def test_cql_alpha_without_a_value_for_the_setting_is_one_clear_error():
+  with pytest.raises(ConfigError, match=r"CQLQR.cql_alpha: not bound.*'explicit'"):
+    CQLQR(A, TableSampler(), num_quantiles=3, cql_alpha_by_setting={"1pct": 4.0}, data_setting="explicit")
 
 
 def test_dropping_next_state_metrics_changes_no_parameter():

@@ -47,7 +47,7 @@ def test_training_lowers_the_critic_loss():
   losses = [float(exp.train_step()["td_loss"]) for _ in range(200)]
   assert np.mean(losses[-30:]) < 0.3 * np.mean(losses[:30])
   assert exp.run_info() == {"domain": "continuous", "task": "hopper-medium-v2", "agent": "sac",
-                            "label": "SAC+DR3", "dr3_coefficient": 0.01, "seed": 0,
+                            "label": "SAC+DR3 (c0=0.01, form=dopamine)", "dr3_coefficient": 0.01, "seed": 0,
                             "data": "synthetic:hopper-medium-v2"}
 
 
@@ -119,7 +119,7 @@ def test_end_to_end_from_hdf5_with_hopper_evaluation(tmp_path):
   np.testing.assert_allclose(rows["eval/normalized_score"],
                              100 * (rows["eval/return"] + 20.272305) / (3234.3 + 20.272305), rtol=1e-9)
   info = json.load(open(os.path.join(base_dir, "run_info.json")))
-  assert info["label"] == "BRAC+DR3" and info["task"] == "hopper-medium-v2" and info["domain"] == "continuous"
+  assert info["label"] == "BRAC+DR3 (c0=0.001, form=cog)" and info["task"] == "hopper-medium-v2" and info["domain"] == "continuous"
   assert os.path.exists(os.path.join(base_dir, "DONE"))
 
 

@@ -64,6 +64,7 @@ def _child(data_root: str) -> dict:
   from batch_rl_dr3.agents import CQLQR, DQN, REM
   from batch_rl_dr3.data import fixed_replay
   from batch_rl_dr3.errors import ConfigError
+  from batch_rl_dr3.regularizers import DR3
   from tests import replay_fixtures
 
   directory = replay_fixtures.write_run(data_root, game="Pong", run=1, num_checkpoints=1, capacity=200)
@@ -74,8 +75,8 @@ def _child(data_root: str) -> dict:
   batches = [{k: v.numpy() for k, v in replay.gather(tf.constant(rng.integers(0, replay.count, GLOBAL_BATCH),
                                                                   tf.int32)).items()} for _ in range(2)]
   cases = {
-      "dqn_dr3": (DQN, dict(dr3_coefficient=0.3, target_update_period=1)),
-      "rem": (REM, dict(num_heads=5, dr3_coefficient=0.1)),
+      "dqn_dr3": (DQN, dict(penalties=[DR3(0.3, reduction="mean", use_abs=True)], target_update_period=1)),
+      "rem": (REM, dict(num_heads=5, penalties=[DR3(0.01)])),
       "cql_qr": (CQLQR, dict(num_quantiles=8, cql_alpha=4.0)),
   }
   for name, (cls, kwargs) in cases.items():
@@ -100,9 +101,10 @@ def _child(data_root: str) -> dict:
                  "optimizer_iterations": int(agent.optimizer.iterations.numpy()), "online_vs_target_rem": moved}
 
   # The host input path: a tf.data dataset of global batches, split across replicas by tf.distribute.
-  single = DQN(NUM_ACTIONS, fixed_replay.InGraphSampler(replay, GLOBAL_BATCH, seed=1), dr3_coefficient=0.3)
+  single = DQN(NUM_ACTIONS, fixed_replay.InGraphSampler(replay, GLOBAL_BATCH, seed=1), penalties=[DR3(0.01)])
   with strategy.scope():
-    agent = DQN(NUM_ACTIONS, fixed_replay.InGraphSampler(replay, GLOBAL_BATCH // 2, seed=1), dr3_coefficient=0.3)
+    agent = DQN(NUM_ACTIONS, fixed_replay.InGraphSampler(replay, GLOBAL_BATCH // 2, seed=1),
+                penalties=[DR3(0.01)])
   _copy_networks(single, agent)
   step = distributed.DistributedTrainStep(strategy, agent, GLOBAL_BATCH)
   dataset = tf.data.Dataset.from_tensors(batches[0]).concatenate(tf.data.Dataset.from_tensors(batches[1]))

@@ -123,9 +123,10 @@ def _mean_dot_product(agent, steps, window=100):
 def test_fig1_in_small_feature_co_adaptation(chain_replay):
   """DR3 paper Fig. 1 in small: phi(s).phi(s') grows under TD with the max backup (offline DQN), stays lower
   under SARSA and Monte-Carlo regression, and DR3 (Dopamine's form, c0 = 0.1) keeps it near zero."""
+  from batch_rl_dr3.regularizers import DR3
   results = {}
   for name, kwargs in [("q_learning", {}), ("sarsa", {"backup": "sarsa"}),
-                       ("monte_carlo", {"backup": "monte_carlo"}), ("q_learning+dr3", {"dr3_coefficient": 0.1})]:
+                       ("monte_carlo", {"backup": "monte_carlo"}), ("q_learning+dr3", {"penalties": [DR3(0.1, reduction="mean", use_abs=True)]})]:
     tf.keras.utils.set_random_seed(0)
     sampler = fixed_replay.InGraphSampler(chain_replay, batch_size=32, seed=3)
     agent = DQN(2, sampler, learning_rate=5e-4, target_update_period=100, **kwargs)

@@ -70,3 +70,24 @@ def test_srank_penalty_gradient_matches_singular_vectors():
   np.testing.assert_allclose(penalty, 9.0 - 1.0, rtol=1e-6)
   want = np.array([[6.0, 0.0], [0.0, -2.0], [0.0, 0.0]])
   np.testing.assert_allclose(tape.gradient(penalty, var), want, atol=1e-5)
+
+
+def test_dr3_penalty_object_applies_its_form_coefficient_and_replica_share():
+  inputs = regularizers.PenaltyInputs(features=tf.constant(PHI), next_features=tf.constant(PHI_NEXT),
+                                      mask=tf.constant([1.0, 0.0, 1.0]))
+  paper = regularizers.DR3(0.5)
+  term, metrics = paper.loss(inputs, local_share=0.25)
+  np.testing.assert_allclose(metrics["dr3"], -1.0)           # signed sum
+  np.testing.assert_allclose(term, 0.5 * -1.0)               # a sum is not scaled by the replica's share
+  dopamine = regularizers.DR3(0.5, reduction="mean", use_abs=True)
+  np.testing.assert_allclose(dopamine.loss(inputs, local_share=0.25)[0], 0.5 * 7.0 / 3 * 0.25, rtol=1e-6)
+  masked = regularizers.DR3(1.0, reduction="mean", mask_terminal=True)
+  np.testing.assert_allclose(masked.value(inputs), (3.0 - 2.0) / 3, rtol=1e-6)
+  assert [p.form_name() for p in (paper, dopamine, masked)] == ["paper", "dopamine", "ptr"]
+  assert dopamine.label_settings() == {"c0": 0.5, "form": "dopamine"}
+  assert regularizers.DR3(0.5, use_abs=True, stop_gradient_next=True).label_settings() == {
+      "c0": 0.5, "use_abs": True, "stop_gradient_next": True}
+  paper.coefficient.assign(0.0)
+  assert float(paper.loss(inputs)[0]) == 0.0
+  with pytest.raises(ValueError, match="DR3.reduction='max'"):
+    regularizers.DR3(1.0, reduction="max")

@@ -331,7 +331,11 @@ def test_unknown_game_and_missing_label_in_run_info(tmp_path):
     runs_lib.read_run(str(tmp_path / "a"))
   write_run(tmp_path / "b", {"domain": "atari", "game": "ms_pacman", "agent": "rem", "dr3_coefficient": 0.1}, rows)
   run = runs_lib.read_run(str(tmp_path / "b"))
-  assert (run.env, run.label, run.setting) == ("MsPacman", "rem+DR3", "default")
+  assert (run.env, run.label, run.setting) == ("MsPacman", "REM+DR3 (c0=0.1)", "default")
+  # A run with label_parts (written by the experiments) gets the one label rule's label.
+  write_run(tmp_path / "c", {"domain": "atari", "game": "Pong", "agent": "cql_qr", "label_parts": {
+      "settings": {"cql_alpha": 0.1}, "penalties": [["DR3", {"c0": 0.03, "form": "dopamine"}]]}}, rows)
+  assert runs_lib.read_run(str(tmp_path / "c")).label == "CQL+DR3 (cql_alpha=0.1, c0=0.03, form=dopamine)"
 
 
 def test_command_line(run_tree, tmp_path):

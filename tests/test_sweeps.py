@@ -50,31 +50,68 @@ def test_table1_commands_carry_the_grid_point_as_flags_and_gin_files():
   assert all("atari/dr3.gin" not in r.gin_files for r in no_dr3)
 
 
-def test_table1_runs_get_the_papers_bindings_through_the_real_gin_parser():
-  # Parse each run's files and flags exactly as the entry point does and read the operative values back:
-  # the data-setting files must override the agent files' CQL alpha (gin: the last binding wins).
-  import gin
+def _parse_run(run):
+  """Parse a run's files and flags exactly as the entry point does."""
   from batch_rl_dr3 import train
+  flags = dict(run.flags)
+  bindings = train.flag_bindings("/data", flags["game"], int(flags["run"]), int(flags["seed"]))
+  train.parse_gin(run.gin_files, bindings + list(run.gin_bindings))
+
+
+def _query(name, default=None):
+  import gin
+  try:
+    return gin.query_parameter(name)
+  except ValueError:
+    return default
+
+
+def test_table1_runs_get_the_papers_bindings_through_the_real_gin_parser():
+  # Read the operative values back: run length of Table 1's caption, CQL alpha per setting from the table in
+  # cql_qr.gin, and DR3 in the paper's Eq. 7 form (signed batch sum, gradient through both sides).
+  import gin
   sweep = sweep_lib.load_sweep("table1")
-  expected = {("1pct", "cql_qr+dr3"): (4.0, 0.1, 100), ("5pct", "cql_qr"): (1.0, 0.0, 200),
-              ("first10pct", "rem+dr3"): (1.0, 0.1, 200)}
-  for (setting, agent), (alpha, c0, iterations) in expected.items():
-    run = next(r for r in sweep.runs if r.labels["setting"] == setting and r.labels["agent"] == agent)
-    flags = dict(run.flags)
-    bindings = train.flag_bindings("/data", flags["game"], int(flags["run"]), int(flags["seed"]))
-    train.parse_gin(run.gin_files, bindings + list(run.gin_bindings))
-    assert gin.query_parameter("load_dataset.setting") == setting
-    assert gin.query_parameter("run_experiment.num_iterations") == iterations
-    assert gin.query_parameter("AtariExperiment.agent_name") == agent.split("+")[0]
-    if agent.startswith("cql_qr"):
-      assert gin.query_parameter("CQLQR.cql_alpha") == alpha
-    try:
-      dr3 = gin.query_parameter("OfflineAgent.dr3_coefficient")
-    except ValueError:
-      dr3 = 0.0
-    assert dr3 == c0
-    assert gin.query_parameter("AtariExperiment.game") == run.labels["game"]
-  gin.clear_config()
+  expected = {("1pct", "cql_qr+dr3"): (4.0, 0.03, 6_500_000), ("5pct", "cql_qr"): (1.0, None, 12_500_000),
+              ("first10pct", "rem+dr3"): (1.0, 0.03, 12_500_000)}
+  try:
+    for (setting, agent), (alpha, c0, gradient_steps) in expected.items():
+      run = next(r for r in sweep.runs if r.labels["setting"] == setting and r.labels["agent"] == agent)
+      _parse_run(run)
+      assert gin.query_parameter("load_dataset.setting") == setting
+      assert (gin.query_parameter("run_experiment.num_iterations")
+              * gin.query_parameter("run_experiment.gradient_steps_per_iteration")) == gradient_steps
+      assert gin.query_parameter("AtariExperiment.agent_name") == agent.split("+")[0]
+      if agent.startswith("cql_qr"):
+        assert _query("CQLQR.cql_alpha") is None
+        assert gin.query_parameter("CQLQR.cql_alpha_by_setting")[setting] == alpha
+      assert _query("DR3.coefficient") == c0
+      if c0 is not None:
+        assert [_query(f"DR3.{k}") for k in ("reduction", "use_abs", "stop_gradient_next", "mask_terminal")] == [
+            "sum", False, False, False]
+      assert gin.query_parameter("AtariExperiment.game") == run.labels["game"]
+  finally:
+    gin.clear_config()
+
+
+def test_dr3_tuning_dopamine_and_alpha_sweeps():
+  import gin
+  c0 = sweep_lib.load_sweep("table1_c0")
+  assert len(c0.runs) == 3 * 2 * 5 * 5
+  assert {r.labels["c0"] for r in c0.runs} == {"c0_0.001", "c0_0.003", "c0_0.01", "c0_0.03", "c0_0.1"}
+  dopamine = sweep_lib.load_sweep("table1_dopamine")
+  assert len(dopamine.runs) == 17 * 3 * 2 * 3
+  alpha = sweep_lib.load_sweep("cql_alpha_5pct")
+  assert len(alpha.runs) == 2 * 5 * 5
+  try:
+    # The c0 axis's binding comes after atari/dr3.gin's c0, so the grid value is what the run uses.
+    _parse_run(next(r for r in c0.runs if r.labels["c0"] == "c0_0.001"))
+    assert gin.query_parameter("DR3.coefficient") == 0.001
+    _parse_run(dopamine.runs[0])
+    assert [_query(f"DR3.{k}") for k in ("coefficient", "reduction", "use_abs")] == [0.1, "mean", True]
+    _parse_run(next(r for r in alpha.runs if r.labels["alpha"] == "alpha_4.0"))
+    assert gin.query_parameter("CQLQR.cql_alpha") == 4.0 and gin.query_parameter("load_dataset.setting") == "5pct"
+  finally:
+    gin.clear_config()
 
 
 def test_table2_brac_and_smoke_sizes():

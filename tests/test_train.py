@@ -198,7 +198,11 @@ def test_run_info_names_the_experiment(tmp_path, data_root):
   _train(tmp_path / "run", data_root, ["CQLQR.backup = 'sarsa'", "run_experiment.num_iterations = 1",
                                        "AtariExperiment.evaluation_steps = 0"])
   info = json.load(open(tmp_path / "run" / "run_info.json"))
-  assert info["label"] == "CQL+DR3 (sarsa)" and info["backup"] == "sarsa" and info["game"] == "Pong"
+  # The label rule: every agent setting off its default (the backup; SMALL's 8 quantiles) and DR3's c0.
+  assert info["label"] == "CQL+DR3 (backup=sarsa, num_quantiles=8, c0=0.03)"
+  assert info["label_parts"] == {"settings": {"backup": "sarsa", "num_quantiles": 8},
+                                 "penalties": [["DR3", {"c0": pytest.approx(0.03)}]]}
+  assert info["backup"] == "sarsa" and info["game"] == "Pong"
   assert info["dataset"] == {"checkpoints": [0, 1], "transitions_per_checkpoint": [None], "subset": "prefix",
                              "subset_seed": None}
 

@@ -1,12 +1,16 @@
-"""`OfflineAgent`: the one offline Atari agent (online + target network, Adam, DR3 / srank penalties, metrics).
+"""`OfflineAgent`: the one offline Atari agent (online + target network, Adam, penalties, metrics).
 
 The algorithm-specific part of a step is a single method, `algorithm_loss`, written once per agent in
 `dqn.py`, `rem.py`, `cql_qr.py`; everything else (forward passes, backup action, penalties, optimizer, target
 sync, acting, diagnostics) lives here.
 
 One gradient step is ONE compiled function, `train_step()`: in-graph sample -> forward -> loss -> penalties ->
-gradients -> Adam -> target sync -> metrics, traced once. Coefficients (c0, srank weight, CQL alpha) are
-tf.Variables, so changing them never retraces. Its pieces are public for tf.distribute wrappers:
+gradients -> Adam -> target sync -> metrics, traced once. Coefficients (each penalty's c0, CQL alpha) are
+tf.Variables, so changing them never retraces.
+
+Regularizers are `regularizers.Penalty` objects in a list (gin: `OfflineAgent.penalties = [@DR3()]`); each adds
+coefficient * value to the loss and its metrics to the step's. DR3's phi(s', a') is phi(s') here: for a discrete
+Q-network the action a' only picks the output head, so the features do not depend on it. Its pieces are public for tf.distribute wrappers:
 
     head_weights = agent.draw_head_weights()                      # REM's mixture; None for the others
     loss, metrics = agent.compute_loss(batch, head_weights, global_batch_size=GLOBAL_B)   # per replica
@@ -25,12 +29,13 @@ Everything an identical continuation needs (networks, target networks, Adam slot
 counter, the agent's RNG, and the sampler when it is a tf.Module) hangs off the agent, so
 `tf.train.Checkpoint(agent=agent)` saves and restores it.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import gin
 import tensorflow as tf
 
 from batch_rl_dr3 import diagnostics
+from batch_rl_dr3 import labels
 from batch_rl_dr3 import losses
 from batch_rl_dr3 import regularizers
 from batch_rl_dr3.errors import ConfigError
@@ -52,11 +57,9 @@ class OfflineAgent(tf.Module):
   def __init__(self, num_actions: int, sampler, *, backup: str = "q_learning",
                learning_rate: float = 5e-5, adam_epsilon: float = 3.125e-4,
                target_update_period: int = 2000, clip_rewards: bool = False, huber_delta: float = 1.0,
-               dr3_coefficient: float = 0.0, dr3_enabled: Optional[bool] = None,
-               dr3_mask_terminal: bool = False,
-               srank_coefficient: float = 0.0, srank_enabled: Optional[bool] = None,
+               penalties: Sequence[regularizers.Penalty] = (),
                next_state_metrics: bool = True, jit_compile: bool = False, seed: int = 0,
-               name: Optional[str] = None):
+               data_setting: Optional[str] = None, name: Optional[str] = None):
     """
     Args:
       num_actions: size of the discrete action set.
@@ -67,17 +70,15 @@ class OfflineAgent(tf.Module):
       target_update_period: gradient steps between target syncs (2000 = 8000 agent steps / update period 4).
       clip_rewards: clip the batch reward to [-1, 1] (see the module docstring).
       huber_delta: Huber threshold of the TD / MC losses and kappa of the quantile loss.
-      dr3_coefficient: c0 of DR3 (a tf.Variable; 0 = off unless dr3_enabled).
-      dr3_enabled: build the DR3 term into the step. Default: dr3_coefficient != 0. Set True to start at
-        c0 = 0 and raise c0 later without retracing; with c0 = 0 it gives the same parameters as False.
-        The form (reduction, abs, stop-gradient) is bound on `dr3_penalty` in gin.
-      dr3_mask_terminal: weight each transition's dot product by (1 - terminal) (PTR's form).
-      srank_coefficient, srank_enabled: likewise for `regularizers.srank_penalty` (Kumar et al. 2021).
-      next_state_metrics: compute phi(s') every step for the metrics dr3, dot_product, dot_product_abs and
-        next_feature_norm even when DR3 is off. False drops those metrics and one forward pass (about 20 %
-        of a DQN step on CPU); with DR3 on they are always computed.
+      penalties: `regularizers.Penalty` objects added to the loss (DR3 in any form, srank, ...), each with its
+        coefficient as a tf.Variable: a penalty built with coefficient 0 can be raised later without retracing,
+        and gives the same parameters as no penalty while it is 0.
+      next_state_metrics: compute phi(s') every step for the metrics dot_product, dot_product_abs and
+        next_feature_norm even when no penalty needs it. False drops those metrics and one forward pass (about
+        20 % of a DQN step on CPU); with a penalty that reads phi(s') they are always computed.
       jit_compile: compile train_step / select_action with XLA.
       seed: seed of the agent's RNG (REM mixtures, epsilon-greedy).
+      data_setting: the dataset's setting ('1pct', '5pct', ...), for settings that depend on it (CQL alpha).
     """
     super().__init__(name=name or type(self).__name__)
     self.num_actions = int(num_actions)
@@ -88,15 +89,15 @@ class OfflineAgent(tf.Module):
     self.target_update_period = int(target_update_period)
     self.clip_rewards = bool(clip_rewards)
     self.huber_delta = float(huber_delta)
+    self.learning_rate = float(learning_rate)
+    self.adam_epsilon = float(adam_epsilon)
+    self.data_setting = data_setting
     self.jit_compile = bool(jit_compile)
-    self.dr3_enabled = bool(dr3_coefficient != 0.0) if dr3_enabled is None else bool(dr3_enabled)
-    self.srank_enabled = bool(srank_coefficient != 0.0) if srank_enabled is None else bool(srank_enabled)
-    self.dr3_mask_terminal = bool(dr3_mask_terminal)
+    self.penalties = check_penalties(penalties, f"{type(self).__name__}.penalties")
+    self.needs_next_features = any(p.needs_next_features for p in self.penalties)
     self.next_state_metrics = bool(next_state_metrics)
     # One online forward over [s; s'] (2B) instead of two over B: measured faster on CPU with DR3 on.
-    self._fused_dr3_forward = True
-    self.dr3_coefficient = tf.Variable(float(dr3_coefficient), trainable=False, name="dr3_coefficient")
-    self.srank_coefficient = tf.Variable(float(srank_coefficient), trainable=False, name="srank_coefficient")
+    self._fused_next_forward = True
     self.gradient_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="gradient_steps")
     self.rng = tf.random.Generator.from_seed(seed)
 
@@ -140,6 +141,20 @@ class OfflineAgent(tf.Module):
     """
     raise NotImplementedError
 
+  def hyperparameters(self) -> Dict[str, object]:
+    """The settings that shape what the agent learns (for the run's label; see `batch_rl_dr3.labels`)."""
+    return {"backup": self.backup, "learning_rate": self.learning_rate, "adam_epsilon": self.adam_epsilon,
+            "target_update_period": self.target_update_period, "clip_rewards": self.clip_rewards,
+            "huber_delta": self.huber_delta}
+
+  def hyperparameter_defaults(self) -> Dict[str, object]:
+    """The constructor defaults of `hyperparameters()`'s entries (what a run with no binding would use)."""
+    return labels.constructor_defaults(type(self))
+
+  def label_parts(self) -> Dict[str, object]:
+    """What `labels.run_label` needs: the hyperparameters differing from the defaults and the penalties' parts."""
+    return labels.label_parts(self.hyperparameters(), self.hyperparameter_defaults(), self.penalties)
+
   # ---- the step's pieces ---------------------------------------------------------------------------
   @property
   def trainable_weights(self):
@@ -158,9 +173,9 @@ class OfflineAgent(tf.Module):
     return batch
 
   def _online_outputs(self, batch):
-    """The online network at s and s' (None at s' when neither DR3 nor the next-state metrics need it)."""
-    if self.dr3_enabled:
-      if self._fused_dr3_forward:
+    """The online network at s and s' (None at s' when neither a penalty nor the next-state metrics need it)."""
+    if self.needs_next_features:
+      if self._fused_next_forward:
         both = self.online_network(tf.concat([batch["state"], batch["next_state"]], axis=0))
         size = tf.shape(batch["state"])[0]
         return (tf.nest.map_structure(lambda x: x[:size], both),
@@ -200,24 +215,18 @@ class OfflineAgent(tf.Module):
     total = algorithm_loss
     metrics = dict(algorithm_metrics)
     if online_next is not None:
-      # phi(s', a') = phi(s') for discrete Q-networks: a' (next_actions) only picks the head.
-      mask = (1.0 - batch["terminal"]) if self.dr3_mask_terminal else None
-      dr3 = regularizers.dr3_penalty(online.features, online_next.features, mask=mask)
-      if self.dr3_enabled:
-        dr3_scale = local_share if _dr3_reduction_is_mean() else 1.0
-        total = total + self.dr3_coefficient * dr3 * dr3_scale
       dot, dot_abs = diagnostics.dot_product_stats(online.features, online_next.features)
-      metrics.update({"dr3": dr3, "dot_product": dot, "dot_product_abs": dot_abs,
+      metrics.update({"dot_product": dot, "dot_product_abs": dot_abs,
                       "next_feature_norm": diagnostics.mean_feature_norm(online_next.features)})
-    if self.srank_enabled:
-      srank_penalty = regularizers.srank_penalty(online.features)
-      total = total + self.srank_coefficient * srank_penalty * local_share
-    else:
-      srank_penalty = tf.constant(0.0)
+    if self.penalties:
+      inputs = self.penalty_inputs(batch, online, online_next, next_actions, head_weights)
+      for penalty in self.penalties:
+        term, penalty_metrics = penalty.loss(inputs, local_share)
+        total = total + term
+        metrics.update(penalty_metrics)
 
     q_values = self.acting_q(online, head_weights)
     metrics.update({
-        "srank_penalty": srank_penalty,
         "cql_gap": tf.reduce_mean(losses.cql_gap(q_values, batch["action"])),
         "q_data": diagnostics.average_q(q_values, batch["action"]),
         "q_max": diagnostics.average_q(q_values),
@@ -225,6 +234,22 @@ class OfflineAgent(tf.Module):
         "total_loss": total,
     })
     return total, metrics
+
+  def penalty_inputs(self, batch, online, online_next, next_actions, head_weights) -> regularizers.PenaltyInputs:
+    """The penalties' view of a batch: phi(s), phi(s') (= phi(s', a'), see the module docstring), the terminal
+    mask, the discount, and Q(s, a), Q(s', a') of the online network as a function of its weights, with Q the
+    acting Q (REM's mixture with this step's weights, CQL-QR's mean over quantiles) and a' the backup's action."""
+    states = tf.concat([batch["state"], batch["next_state"]], axis=0)
+    actions = tf.concat([batch["action"], tf.cast(next_actions, tf.int32)], axis=0)
+    size = tf.shape(batch["state"])[0]
+
+    def q_fn():
+      both = losses.select_actions(self.acting_q(self.online_network(states), head_weights), actions)
+      return both[:size], both[size:]
+
+    return regularizers.PenaltyInputs(
+        features=online.features, next_features=None if online_next is None else online_next.features,
+        mask=1.0 - batch["terminal"], discount=batch["discount"], q_fn=q_fn, variables=self.trainable_weights)
 
   def apply_gradients(self, grads):
     """One Adam update of the online network, then count the gradient step."""
@@ -298,9 +323,14 @@ class OfflineAgent(tf.Module):
     return self._diagnostics_fn({k: batch[k] for k in ("state", "next_state", "action")})
 
 
-def _dr3_reduction_is_mean() -> bool:
-  """Whether the gin-bound dr3_penalty reduces by mean (its default) rather than sum."""
-  try:
-    return gin.query_parameter("dr3_penalty.reduction") == "mean"
-  except ValueError:
-    return True
+def check_penalties(penalties, where: str):
+  """The list of penalties, or one ConfigError line if an entry is not a Penalty or two share a metric name."""
+  penalties = list(penalties or ())
+  for penalty in penalties:
+    if not isinstance(penalty, regularizers.Penalty):
+      raise ConfigError(f"{where}: {penalty!r} is not a penalty; expected objects such as @DR3() or "
+                        f"@SrankPenalty()")
+  names = [p.metric_name for p in penalties]
+  if len(set(names)) != len(names):
+    raise ConfigError(f"{where}: two penalties log the same metric ({names}); give one a different form")
+  return penalties

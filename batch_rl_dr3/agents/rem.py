@@ -17,6 +17,9 @@ class REM(OfflineAgent):
     self.num_heads = int(num_heads)
     super().__init__(num_actions, sampler, **kwargs)
 
+  def hyperparameters(self):
+    return {**super().hyperparameters(), "num_heads": self.num_heads}
+
   def make_network(self, num_actions, name):
     return networks.MultiHeadQNetwork(num_actions, num_heads=self.num_heads, name=name)
 

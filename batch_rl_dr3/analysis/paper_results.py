@@ -23,6 +23,7 @@ medium-replay / medium-expert / expert (-v0), the D4RL MuJoCo grid of that time 
 import dataclasses
 from typing import Dict, Optional, Tuple
 
+from batch_rl_dr3 import labels
 from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.analysis.aggregate import IntervalEstimate
 
@@ -89,12 +90,14 @@ _SETTING_ALIASES = {"10pct": "first10pct", "initial10pct": "first10pct"}
 
 
 def table1_value(setting: str, label: str) -> Optional[IntervalEstimate]:
-  """The paper's Table 1 entry for our (setting, label), or None when the paper has none."""
-  return DR3_TABLE1_IQM_AVERAGE.get((_SETTING_ALIASES.get(setting, setting), label))
+  """The paper's Table 1 entry for our (setting, label), or None when the paper has none. The label's settings
+  in parentheses (e.g. 'CQL+DR3 (c0=0.03)') are dropped: the paper's entry is per algorithm."""
+  return DR3_TABLE1_IQM_AVERAGE.get((_SETTING_ALIASES.get(setting, setting), labels.base_label(label)))
 
 
 def table2_value(task: str, label: str) -> Optional[PaperScore]:
   """The paper's Table 2 entry for our (task, label) on the D4RL-normalized percent scale, or None."""
+  label = labels.base_label(label)
   key = (scores.d4rl_env_name(task), _TABLE2_LABEL_ALIASES.get(label, label))
   if key not in DR3_TABLE2_PRINTED:
     return None

@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
+from batch_rl_dr3 import labels
 from batch_rl_dr3.atari_games import canonical_game
 from batch_rl_dr3.errors import ConfigError, DataError
 
@@ -114,13 +115,10 @@ def _read_run_info(path: str) -> Dict[str, Any]:
       info["game"] = canonical_game(info["game"])
     except ConfigError as e:
       raise DataError(f"{info_path}: {e}") from None
-  if not info.get("label"):
-    agent = info.get("agent")
-    if not agent:
-      raise DataError(f"{info_path}: needs a 'label' (display name) or an 'agent'.")
-    dr3 = info.get("dr3_coefficient") or 0.0
-    info["label"] = str(agent) + ("+DR3" if float(dr3) > 0 else "")
-  info["label"] = str(info["label"])
+  label = labels.label_from_run_info(info)
+  if label is None:
+    raise DataError(f"{info_path}: needs a 'label' (display name) or an 'agent'.")
+  info["label"] = label
   # Continuous runs may have no data setting; they still group under one name.
   info["setting"] = str(info.get("setting") or "default")
   return info

@@ -20,6 +20,8 @@ from tf_agents.trajectories import time_step as ts
 
 from batch_rl_dr3 import diagnostics
 from batch_rl_dr3.continuous import actor_regularization
+from batch_rl_dr3 import labels
+from batch_rl_dr3 import regularizers
 from batch_rl_dr3.continuous import brac
 from batch_rl_dr3.continuous import cql_sac
 from batch_rl_dr3.continuous import evaluation
@@ -35,10 +37,22 @@ from batch_rl_dr3.data import minari as minari_data  # noqa: F401  (registers @l
 from batch_rl_dr3.errors import ConfigError
 
 AGENTS = ("sac", "cql_sac", "brac", "rebrac", "iql")
-_LABELS = {"sac": "SAC", "cql_sac": "CQL", "brac": "BRAC", "rebrac": "ReBRAC", "iql": "IQL"}
 # ReBRAC and IQL are configured on their classes (ReBracAgent.*, IqlAgent.*): their learning rates, gamma and tau
 # are per algorithm in the study, so create_continuous_agent's bindings below are for SAC / CQL-SAC / BRAC.
 _STUDY_AGENTS = {"rebrac": rebrac.ReBracAgent, "iql": iql.IqlAgent}
+
+
+def _dr3_label_part(c0: float):
+  """(name, settings) of DR3 for the run's label: the form the critics use (dr3_penalty's gin-bound arguments),
+  named as regularizers.DR3 names it."""
+  form = {k: v for k, v in labels.function_defaults(regularizers.dr3_penalty).items() if k != "mask"}
+  for name in form:
+    try:
+      form[name] = gin.query_parameter(f"dr3_penalty.{name}")
+    except ValueError:
+      pass
+  penalty = regularizers.DR3(c0, **form)
+  return penalty.label_name, penalty.label_settings()
 
 
 @gin.configurable(denylist=["time_step_spec", "action_spec", "image_observations", "transitions", "regularization"])
@@ -105,8 +119,11 @@ class ContinuousExperiment(tf.Module):
     self._dr3_coefficient = dr3_coefficient
     self._regularization = actor_regularization.ActorRegularization()
     actor_label = self._regularization.short_label()
-    self._label = label or (_LABELS[agent_name] + (f"+{actor_label}" if actor_label else "")
-                            + ("+DR3" if dr3_coefficient else ""))
+    # The one label rule (batch_rl_dr3.labels): the actor regularizers on, DR3's c0 and its form as bound on
+    # dr3_penalty.
+    parts = ([(actor_label, {})] if actor_label else []) + (
+        [_dr3_label_part(dr3_coefficient)] if dr3_coefficient else [])
+    self._label = labels.run_label(agent_name, {}, parts, label=label)
     self._eval_episodes, self._eval_max_steps = eval_episodes, eval_max_episode_steps
     arrays, self._source = load_dataset(task=task)
     self.replay = replay_lib.TransitionReplay(arrays, batch_size, seed=seed, source=self._source)
