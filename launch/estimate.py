@@ -23,7 +23,7 @@ that run at once). Rates come from `benchmarks/results.json` (`benchmarks/run.py
 
 A figure that is missing leaves its hours unknown with one line saying which figure and which flag gives a
 target instead; `--steps_per_second` / `--eval_steps_per_second` add hours at a rate the user states (e.g. a
-TPU's). A run uses DR3 when one of its gin files is a `dr3*.gin` (atari/dr3.gin, atari/dr3_paper.gin,
+TPU's). A run uses DR3 when one of its gin files is a `dr3*.gin` (atari/dr3.gin, atari/dr3_dopamine.gin,
 continuous/dr3.gin).
 """
 import dataclasses
