@@ -90,8 +90,9 @@ def test_table1_counts_come_from_the_setting_files():
   sweep = sweep_lib.load_sweep("table1")
   runs = sweep.select({"game": ["Pong"], "seed": ["seed0"], "agent": ["cql_qr"]})
   works = {r.labels["setting"]: estimate_lib.workload(r) for r in runs}
-  # 1 %: 100 iterations x 62,500 (atari/1pct.gin); 5 % and initial 10 %: 200 x 62,500; 125,000 eval steps each.
-  assert works["1pct"].gradient_steps == 6_250_000 and works["1pct"].eval_steps == 100 * 125_000
+  # 1 %: 104 iterations x 62,500 = 6.5M (atari/1pct.gin, Table 1's caption); 5 % and initial 10 %: 200 x 62,500;
+  # 125,000 eval steps each.
+  assert works["1pct"].gradient_steps == 6_500_000 and works["1pct"].eval_steps == 104 * 125_000
   assert works["5pct"].gradient_steps == works["first10pct"].gradient_steps == 12_500_000
   assert {w.agent for w in works.values()} == {"cql_qr"} and estimate_lib.train_rate_figure("cql_qr+dr3") == "dr3_cost"
 
