@@ -134,6 +134,10 @@ class RunLock:
 
   # -- protocol ---------------------------------------------------------------------------------------------
 
+  def holder(self) -> Optional[Dict[str, Any]]:
+    """The lock's current record ({'host', 'pid', 'started', 'heartbeat'}), or None when the folder is free."""
+    return self._read()
+
   def acquire(self) -> None:
     """Takes the lock; ConfigError (one line: folder, holder) when a live process holds it."""
     for _ in range(3):  # a stale lock removed by us may be retaken by a third process in between

@@ -11,11 +11,18 @@ ignores (a new pod starts, not counted as a failure) and which Vertex AI counts 
 attempt runs the same command with the same --base_dir and resumes from the run's checkpoint. Non-zero exit
 codes of the command are passed through (the entry point's 1 = bad input and 2 = diverged fail the job at
 once: retrying cannot help).
+
+A job restarted after its predecessor died without releasing the run's lock (a machine lost without notice)
+would be refused by the lock for up to `run_lock.STALE_SECONDS` (the holder's heartbeat is still fresh), and
+that refusal is exit 1. So before starting, the wrapper waits until such a lock has gone stale, at most
+STALE_SECONDS + 1 s; the runner then takes it over. A lock released normally (SIGTERM, end of run) costs no
+wait; a live duplicate job is still refused after the wait.
 """
 import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Callable, List, Optional, Sequence
 
 EXIT_RESUME = 75
@@ -38,9 +45,26 @@ def done_exists(base_dir: str) -> bool:
   return os.path.exists(path.removeprefix("file://"))
 
 
+def wait_for_stale_lock(base_dir: str, clock: Callable[[], float] = time.time,
+                        sleep: Callable[[float], None] = time.sleep, out=sys.stderr) -> float:
+  """Sleeps until the run's lock, if any, is older than run_lock.STALE_SECONDS; returns the seconds slept."""
+  from batch_rl_dr3 import run_lock
+  holder = run_lock.RunLock(base_dir).holder()
+  if holder is None:
+    return 0.0
+  wait = run_lock.STALE_SECONDS + 1.0 - (clock() - float(holder.get("heartbeat", 0)))
+  if wait <= 0:
+    return 0.0
+  print(f"launch.resumable: {base_dir} is locked by {holder.get('host')} (pid {holder.get('pid')}), probably the "
+        f"previous attempt of this job; waiting {wait:.0f} s for its lock to go stale", file=out, flush=True)
+  sleep(wait)
+  return wait
+
+
 def run(command: List[str], done: Callable[[str], bool] = done_exists, out=sys.stderr) -> int:
   """Runs `command`, forwarding SIGTERM / SIGINT; the exit code as described in the module docstring."""
   base_dir = base_dir_of(command)
+  wait_for_stale_lock(base_dir, out=out)
   child = subprocess.Popen(command)
   forward = lambda signum, frame: child.send_signal(signum)
   previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}

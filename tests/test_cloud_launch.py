@@ -184,3 +184,23 @@ def test_resumable_forwards_sigterm_and_asks_for_a_restart(tmp_path):
   _, err = wrapper.communicate(timeout=30)
   assert wrapper.returncode == resumable.EXIT_RESUME, err
   assert (tmp_path / "run" / "saved").read_text() == "checkpoint"
+
+
+def test_resumable_waits_for_a_dead_predecessors_lock_to_go_stale(tmp_path):
+  from batch_rl_dr3 import run_lock
+  base = tmp_path / "run"
+  base.mkdir()
+  slept = []
+  assert resumable.wait_for_stale_lock(str(base), sleep=slept.append) == 0.0 and slept == []
+  lock = run_lock.RunLock(str(base))
+  lock.acquire()  # a real lock with a fresh heartbeat, as a predecessor killed without notice leaves it
+  try:
+    heartbeat = float(lock.holder()["heartbeat"])
+    said = io.StringIO()
+    waited = resumable.wait_for_stale_lock(str(base), clock=lambda: heartbeat + 100.0, sleep=slept.append, out=said)
+    assert waited == slept[0] == pytest.approx(run_lock.STALE_SECONDS + 1.0 - 100.0)
+    assert "waiting" in said.getvalue()
+    assert resumable.wait_for_stale_lock(str(base), clock=lambda: heartbeat + run_lock.STALE_SECONDS + 2.0,
+                                         sleep=slept.append) == 0.0 and len(slept) == 1
+  finally:
+    lock.release()
