@@ -307,3 +307,6 @@ def test_representation_diagnostics_on_a_fixed_batch():
   phi_next = agent.online_network(batch["next_state"]).features.numpy()
   np.testing.assert_allclose(got["fixed_batch/dot_product"], (phi * phi_next).sum(1).mean(), rtol=1e-4)
   np.testing.assert_allclose(got["fixed_batch/feature_norm"], np.linalg.norm(phi, axis=1).mean(), rtol=1e-5)
+  assert float(got["fixed_batch/dead_neurons_frac"]) == pytest.approx(np.mean(np.all(phi <= 0, axis=0)))
+  energy = np.cumsum(sigma ** 2)
+  assert int(got["fixed_batch/pca_rank"]) == int(np.argmax(energy >= 0.99 * energy[-1])) + 1

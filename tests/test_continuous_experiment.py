@@ -74,13 +74,16 @@ def test_resume_continues_exactly(tmp_path, agent_name):
 def test_gin_recipes_parse_and_name_known_configurables():
   files = sorted(f for f in os.listdir(os.path.join(GIN_CONFIG_DIR, "continuous")) if f.endswith(".gin"))
   assert {"cql_kitchen.gin", "cql_antmaze.gin", "brac_mujoco.gin", "cql_cog.gin", "dr3.gin"} <= set(files)
-  overlays = {"dr3.gin", "cog_5pct.gin", "cog_25pct.gin"}  # added after a recipe
+  overlays = {"dr3.gin", "cog_5pct.gin", "cog_25pct.gin", "actor_study_protocol.gin"}  # added after a recipe
   for name in files:
     if name in overlays:
       continue
     train.parse_gin([f"continuous/{name}", "continuous/dr3.gin"], [])
     assert gin.query_parameter("run_experiment.create_experiment").selector.endswith("ContinuousExperiment")
     assert gin.query_parameter("ContinuousExperiment.dr3_coefficient") == 0.001
+  train.parse_gin(["continuous/sac.gin", "continuous/actor_study_protocol.gin"], [])
+  assert gin.query_parameter("ContinuousExperiment.validation_fraction") == 0.05
+  assert gin.query_parameter("ContinuousExperiment.actor_diagnostics") is True
   train.parse_gin(["continuous/cql_antmaze.gin"], [])
   assert gin.query_parameter("Dr3CqlSacAgent.max_q_backup") is True
   assert gin.query_parameter("load_d4rl.reward_scale") == 4.0

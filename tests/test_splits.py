@@ -27,8 +27,10 @@ def episodic_arrays(lengths, terminal_every=2, seed=0):
   return {k: np.concatenate(v) for k, v in columns.items()}
 
 
-def test_episode_ids_from_continuity():
+def test_episode_ids_from_continuity(monkeypatch):
   arrays = episodic_arrays([3, 1, 4, 2, 5])
+  np.testing.assert_array_equal(splits.episode_ids(arrays), arrays["reward"].astype(np.int64))
+  monkeypatch.setattr(splits, "_CHUNK", 2)  # chunk borders inside and between episodes
   np.testing.assert_array_equal(splits.episode_ids(arrays), arrays["reward"].astype(np.int64))
   # With D4RL's qlearning_dataset rule s' after a terminal is the next row (continuity holds): discount 0 cuts.
   arrays["next_observation"][2] = arrays["observation"][3]
@@ -71,7 +73,7 @@ def test_hold_out_whole_episodes_seeded_and_never_sampled():
 def test_fraction_zero_and_bad_settings():
   arrays = episodic_arrays([2, 2, 2])
   train, validation, info = splits.hold_out_episodes(arrays, 0.0, seed=0)
-  assert len(train["reward"]) == 6 and len(validation["reward"]) == 0 and info["validation_episodes"] == []
+  assert len(train["reward"]) == 6 and len(validation["reward"]) == 0 and info["validation_transitions"] == 0
   with pytest.raises(ConfigError, match="validation_fraction=1.5"):
     splits.hold_out_episodes(arrays, 1.5, seed=0)
   with pytest.raises(ConfigError, match="holds out all 3 episodes"):

@@ -316,10 +316,14 @@ class OfflineAgent(tf.Module):
         "fixed_batch/next_feature_norm": diagnostics.mean_feature_norm(online_next.features),
         "fixed_batch/q_data": diagnostics.average_q(q_values, batch["action"]),
         "fixed_batch/q_max": diagnostics.average_q(q_values),
+        # the actor-regularization study's measures, on the Nature torso's post-ReLU features
+        "fixed_batch/dead_neurons_frac": diagnostics.dead_neuron_fraction(online.features),
+        "fixed_batch/pca_rank": diagnostics.pca_rank(online.features),
     }
 
   def representation_diagnostics(self, batch) -> Dict[str, tf.Tensor]:
-    """srank (delta 0.01), dot products, feature norms and average Q on a fixed batch (not XLA: SVD)."""
+    """srank (delta 0.01), dot products, feature norms, average Q, dead-unit fraction and PCA rank on a fixed batch
+    (not XLA: SVD)."""
     return self._diagnostics_fn({k: batch[k] for k in ("state", "next_state", "action")})
 
 

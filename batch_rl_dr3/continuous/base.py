@@ -72,6 +72,11 @@ class Dr3CriticMixin(SeededDr3Mixin):
   def actor_network(self) -> network.Network:
     return self._actor_network
 
+  @property
+  def actor_optimizer(self):
+    """The actor's optimizer (tf-agents' `_actor_optimizer`), e.g. for the plasticity probe."""
+    return self._actor_optimizer
+
   def critic_features(self, observation, action, training=False):
     """(q [B], penultimate features [B, d]) of critic 1 at (s, a)."""
     return self._critic_network_1.features_and_q((observation, tf.cast(action, tf.float32)), training=training)

@@ -10,6 +10,7 @@ every agent on `ActorRegularization` (see gin_configs/continuous/study/).
 Checkpointed state: the agent (networks, target networks, optimizers, alpha / CQL alpha, step counter and its
 sampling generator) and the replay's index generator; the dataset is reloaded, not checkpointed.
 """
+import functools
 from typing import Any, Callable, Dict, Optional
 
 import gin
@@ -19,9 +20,10 @@ from tf_agents.policies import greedy_policy
 from tf_agents.trajectories import time_step as ts
 
 from batch_rl_dr3 import diagnostics
-from batch_rl_dr3.continuous import actor_regularization
 from batch_rl_dr3 import labels
 from batch_rl_dr3 import regularizers
+from batch_rl_dr3.continuous import actor_probes
+from batch_rl_dr3.continuous import actor_regularization
 from batch_rl_dr3.continuous import brac
 from batch_rl_dr3.continuous import cql_sac
 from batch_rl_dr3.continuous import evaluation
@@ -34,6 +36,7 @@ from batch_rl_dr3.continuous import sac
 from batch_rl_dr3.data import cog  # noqa: F401  (registers @load_cog for gin)
 from batch_rl_dr3.data import d4rl
 from batch_rl_dr3.data import minari as minari_data  # noqa: F401  (registers @load_minari for gin)
+from batch_rl_dr3.data import splits
 from batch_rl_dr3.errors import ConfigError
 
 AGENTS = ("sac", "cql_sac", "brac", "rebrac", "iql")
@@ -110,7 +113,10 @@ class ContinuousExperiment(tf.Module):
                load_dataset: Callable[..., Any] = d4rl.load_d4rl, label: Optional[str] = None,
                batch_size: int = 256, dr3_coefficient: float = 0.0, eval_episodes: int = 10,
                eval_max_episode_steps: Optional[int] = None, srank_batch_size: int = 256,
-               action_bounds=(-1.0, 1.0), setting: Optional[str] = None):
+               action_bounds=(-1.0, 1.0), validation_fraction: float = 0.0, validation_selection: str = "random",
+               validation_seed: int = 0, actor_diagnostics: bool = False, noisy_evaluation: bool = False,
+               plasticity_steps: int = 100, plasticity_batch_size: Optional[int] = None,
+               setting: Optional[str] = None):
     super().__init__(name="ContinuousExperiment")
     if agent_name not in AGENTS:
       raise ConfigError(f"ContinuousExperiment.agent_name={agent_name!r}; expected one of {AGENTS}")
@@ -126,6 +132,10 @@ class ContinuousExperiment(tf.Module):
     self._label = labels.run_label(agent_name, {}, parts, label=label)
     self._eval_episodes, self._eval_max_steps = eval_episodes, eval_max_episode_steps
     arrays, self._source = load_dataset(task=task)
+    # The study's validation split (data/splits.py): held-out episodes never enter the replay nor the agent's
+    # data statistics; the same split for every training seed unless validation_seed changes.
+    arrays, validation, self._validation_info = splits.hold_out_episodes(arrays, validation_fraction,
+                                                                         validation_seed, validation_selection)
     self.replay = replay_lib.TransitionReplay(arrays, batch_size, seed=seed, source=self._source)
     if agent_name == "rebrac" or (agent_name == "iql" and dr3_coefficient):
       offline_actor_critic.require_next_action(self.replay.keys, f"{self._source} ({agent_name})")
@@ -142,6 +152,11 @@ class ContinuousExperiment(tf.Module):
     self._srank_indices = rng.integers(0, self.replay.size, size=min(srank_batch_size, self.replay.size))
     self._greedy = greedy_policy.GreedyPolicy(self.agent.policy)
     self._act = tf.function(self._greedy_action)
+    self._noisy_evaluation = noisy_evaluation
+    self._probes = (actor_probes.ActorProbes(self.agent, arrays, validation, seed=validation_seed,
+                                             plasticity_steps=plasticity_steps,
+                                             plasticity_batch_size=plasticity_batch_size)
+                    if actor_diagnostics else None)
 
   def trackables(self) -> Dict[str, Any]:
     return {"agent": self.agent, "replay_generator": self.replay.generator}
@@ -160,12 +175,23 @@ class ContinuousExperiment(tf.Module):
     return self._greedy.action(time_step).action[0]
 
   def evaluate(self, iteration: int) -> Dict[str, float]:
-    if self._eval_episodes <= 0:
-      return {}
-    dtype = self.replay.observation_spec.dtype.as_numpy_dtype
-    act = lambda obs: self._act(tf.constant(np.asarray(obs, dtype))).numpy()
-    return evaluation.evaluate(self._task, act, self._eval_episodes, seed=self._seed * 100_003 + iteration * 1000,
-                               observation_dim=self._observation_dim, max_episode_steps=self._eval_max_steps)
+    """Evaluation returns / normalized score; with `noisy_evaluation` the same under action noise 0.2 and state
+    noise 0.05 (keys action_noise/..., state_noise/...); with `actor_diagnostics` the §4 actor metrics
+    (continuous/actor_probes.py), also when the rollouts are off (eval_episodes=0)."""
+    metrics, visited = {}, []
+    if self._eval_episodes > 0:
+      dtype = self.replay.observation_spec.dtype.as_numpy_dtype
+      act = lambda obs: self._act(tf.constant(np.asarray(obs, dtype))).numpy()
+      run = functools.partial(evaluation.evaluate, self._task, act, self._eval_episodes,
+                              seed=self._seed * 100_003 + iteration * 1000, observation_dim=self._observation_dim,
+                              max_episode_steps=self._eval_max_steps)
+      metrics = run(visited=visited if self._probes is not None else None)
+      if self._noisy_evaluation:  # the study's values (reference §4)
+        for name, noise in (("action_noise", dict(action_noise=0.2)), ("state_noise", dict(state_noise=0.05))):
+          metrics.update({f"{name}/{k}": v for k, v in run(**noise).items() if k != "num_episodes"})
+    if self._probes is not None:
+      metrics.update(self._probes.metrics(visited))
+    return metrics
 
   def diagnostics(self, iteration: int) -> Dict[str, float]:
     """srank (delta = 0.01) of critic 1's features on a fixed batch of the data."""
@@ -177,6 +203,8 @@ class ContinuousExperiment(tf.Module):
   def run_info(self) -> Dict[str, Any]:
     info = {"domain": "continuous", "task": self._task, "agent": self._agent_name, "label": self._label,
             "dr3_coefficient": self._dr3_coefficient, "seed": self._seed, "data": self._source}
+    if self._validation_info["validation_transitions"]:
+      info["validation"] = self._validation_info
     if self._regularization.non_default():
       info["actor_regularization"] = self._regularization.non_default()
     if self._setting:

@@ -21,6 +21,7 @@ import numpy as np
 from batch_rl_dr3.errors import ConfigError
 
 SELECTIONS = ("random", "last")
+_CHUNK = 65536
 
 
 def episode_ids(arrays: Dict[str, np.ndarray]) -> np.ndarray:
@@ -31,8 +32,10 @@ def episode_ids(arrays: Dict[str, np.ndarray]) -> np.ndarray:
   observation = np.asarray(arrays["observation"]).reshape(n, -1)
   next_observation = np.asarray(arrays["next_observation"]).reshape(n, -1)
   starts = np.zeros(n, bool)
-  starts[1:] = (np.asarray(arrays["discount"])[:-1] == 0.0) | np.any(next_observation[:-1] != observation[1:],
-                                                                     axis=1)
+  starts[1:] = np.asarray(arrays["discount"])[:-1] == 0.0
+  for begin in range(0, n - 1, _CHUNK):  # in chunks: image rows would make an N x pixels temporary
+    end = min(begin + _CHUNK, n - 1)
+    starts[begin + 1:end + 1] |= np.any(next_observation[begin:end] != observation[begin + 1:end + 1], axis=1)
   return np.cumsum(starts).astype(np.int64)
 
 
@@ -46,6 +49,9 @@ def hold_out_episodes(arrays: Dict[str, np.ndarray], fraction: float, seed: int,
     raise ConfigError(f"ContinuousExperiment.validation_fraction={fraction}; expected 0 <= fraction < 1")
   if selection not in SELECTIONS:
     raise ConfigError(f"ContinuousExperiment.validation_selection={selection!r}; expected one of {SELECTIONS}")
+  if fraction == 0.0:
+    empty = {k: v[:0] for k, v in arrays.items()}
+    return arrays, empty, {"fraction": 0.0, "validation_transitions": 0}
   ids = episode_ids(arrays)
   unique = np.unique(ids)
   count = math.ceil(fraction * len(unique)) if fraction > 0 else 0
