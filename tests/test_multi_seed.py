@@ -12,6 +12,7 @@ from batch_rl_dr3 import multi_seed
 from batch_rl_dr3.agents import DQN, REM
 from batch_rl_dr3.data import fixed_replay
 from batch_rl_dr3.errors import ConfigError
+from batch_rl_dr3.regularizers import DR3
 from tests import replay_fixtures
 
 NUM_ACTIONS = 6
@@ -26,15 +27,16 @@ def replay(tmp_path_factory):
 
 def _agent(cls, kwargs, replay, seed):
   tf.keras.utils.set_random_seed(seed)  # the network initializers' draws, as run_experiment seeds them
-  return cls(NUM_ACTIONS, fixed_replay.InGraphSampler(replay, batch_size=8, seed=100 + seed), seed=seed, **kwargs)
+  return cls(NUM_ACTIONS, fixed_replay.InGraphSampler(replay, batch_size=8, seed=100 + seed), seed=seed, **kwargs())
 
 
 def _parameters(agent):
   return [v.numpy() for v in agent.online_network.variables + agent.target_network.variables]
 
 
-@pytest.mark.parametrize("cls, kwargs", [(DQN, {"dr3_coefficient": 0.3, "target_update_period": 2}),
-                                         (REM, {"num_heads": 4, "target_update_period": 2})])
+@pytest.mark.parametrize("cls, kwargs", [
+    (DQN, lambda: {"penalties": [DR3(0.3, reduction="mean", use_abs=True)], "target_update_period": 2}),
+    (REM, lambda: {"num_heads": 4, "target_update_period": 2})])
 def test_one_compiled_step_of_three_seeds_equals_three_separate_agents(replay, cls, kwargs):
   seeds = (0, 1, 2)
   separate = [_agent(cls, kwargs, replay, s) for s in seeds]
