@@ -145,11 +145,16 @@ class Penalty(tf.Module):
     del inputs
     return {self.metric_name: value}
 
+  def evaluate(self, inputs: PenaltyInputs) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """(value, metrics); a subclass whose metrics share work with its value overrides this."""
+    value = self.value(inputs)
+    return value, self.metrics(value, inputs)
+
   def loss(self, inputs: PenaltyInputs, local_share=1.0) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     """(coefficient * value, scaled for this replica's share of a distributed batch; metrics)."""
-    value = self.value(inputs)
+    value, metrics = self.evaluate(inputs)
     scale = local_share if self.batch_reduction == "mean" else 1.0
-    return self.coefficient * value * scale, self.metrics(value, inputs)
+    return self.coefficient * value * scale, metrics
 
   # ---- label ----
   def form(self) -> Dict[str, Any]:
@@ -242,3 +247,160 @@ class SrankPenalty(Penalty):
 
   def value(self, inputs):
     return srank_penalty(inputs.features)
+
+
+def _reduce_batch(values, reduction: str, mask=None):
+  if mask is not None:
+    values = values * tf.cast(mask, values.dtype)
+  return tf.reduce_mean(values) if reduction == "mean" else tf.reduce_sum(values)
+
+
+def per_example_gradient_dot_products(q_fn, variables, stop_gradient_next: bool = False):
+  """[B] grad_theta Q(s_i, a_i) . grad_theta Q(s'_i, a'_i), summed over all `variables`.
+
+  q_fn() -> (Q(s, a) [B], Q(s', a') [B]), recomputed inside a tape; per-example gradients come from one
+  vectorized Jacobian of the 2B outputs. Differentiable w.r.t. the variables (a second-order term), unless
+  stop_gradient_next treats grad Q(s', a') as a constant (the theorem's [[.]]).
+  """
+  variables = list(variables)
+  with tf.GradientTape() as tape:
+    q, q_next = q_fn()
+    both = tf.concat([q, q_next], axis=0)
+  jacobians = tape.jacobian(both, variables, experimental_use_pfor=True)
+  size = tf.shape(q)[0]
+  dots = tf.zeros_like(q)
+  for jacobian in jacobians:
+    flat = tf.reshape(jacobian, [2 * size, -1])
+    current, following = flat[:size], flat[size:]
+    if stop_gradient_next:
+      following = tf.stop_gradient(following)
+    dots += tf.reduce_sum(current * following, axis=1)
+  return dots
+
+
+@gin.configurable
+class FullGradientDR3(Penalty):
+  """The explicit regularizer over ALL parameters (the paper's Delta(theta) with Sigma_M = I):
+  sum_i grad_theta Q(s_i,a_i)^T grad_theta Q(s'_i,a'_i), of which DR3 (Eq. 7) is the last-layer approximation
+  ("we instead approximate Delta(theta) with the contribution only from the last layer parameters"). Costly: one
+  per-example Jacobian of Q over the parameters per step. Needs `PenaltyInputs.q_fn` and `.variables`.
+  Same reduction / stop-gradient / mask options as DR3 (defaults: the paper's sum, gradient through both).
+  """
+  label_name = "DR3-fullgrad"
+  metric_name = "dr3_full_gradient"
+
+  def __init__(self, coefficient: float = 0.0, reduction: str = "sum", stop_gradient_next: bool = False,
+               mask_terminal: bool = False, name: Optional[str] = None):
+    super().__init__(coefficient, name)
+    if reduction not in REDUCTIONS:
+      raise ValueError(f"FullGradientDR3.reduction={reduction!r}; expected one of {REDUCTIONS}")
+    self.reduction = reduction
+    self.stop_gradient_next = bool(stop_gradient_next)
+    self.mask_terminal = bool(mask_terminal)
+
+  @property
+  def batch_reduction(self) -> str:
+    return self.reduction
+
+  def value(self, inputs):
+    if inputs.q_fn is None or inputs.variables is None:
+      raise ValueError("FullGradientDR3 needs PenaltyInputs.q_fn and .variables (Q as a function of theta)")
+    dots = per_example_gradient_dot_products(inputs.q_fn, inputs.variables, self.stop_gradient_next)
+    return _reduce_batch(dots, self.reduction, inputs.mask if self.mask_terminal else None)
+
+  def form(self):
+    return {"reduction": self.reduction, "stop_gradient_next": self.stop_gradient_next,
+            "mask_terminal": self.mask_terminal}
+
+
+def lyapunov_doubling(a, q, iterations: int):
+  """sum_{k < 2^iterations} a^k q (a^T)^k by doubling (Smith's method): the solution Sigma of the discrete
+  Lyapunov equation Sigma = a Sigma a^T + q when the spectral radius of a is below 1 (then the partial sum
+  converges to it quadratically in `iterations`). Matmuls only, so it compiles under XLA."""
+  s = q
+  for _ in range(int(iterations)):
+    s = s + tf.matmul(tf.matmul(a, s), a, transpose_b=True)
+    a = tf.matmul(a, a)
+  return s
+
+
+def label_noise_sigma(features, next_features, discount, eta: float, iterations: int = 40):
+  """Sigma*_M of the paper's Theorem 3.1 for label noise, on the last layer, as a d x d matrix (float64):
+
+    Sigma* = (I - eta G) Sigma* (I - eta G)^T + eta^2 M,   M = sum_i phi_i phi_i^T  (label noise, Blanc et al.),
+    G = sum_i phi_i (phi_i - gamma_i phi'_i)^T  (the pseudo-Hessian of linear TD on the features),
+
+  with phi_i = phi(s_i, a_i), phi'_i = phi(s'_i, a'_i) and gamma_i the transition's discount (0 after a
+  terminal). Both G and M map into the span of the batch's phi_i, so Sigma* = Phi^T S Phi with S the B x B
+  solution of S = A S A^T + eta^2 I, A = I - eta (Phi - gamma Phi') Phi^T: solved in whichever of the B- and
+  d-dimensional forms is smaller. No gradient flows through Sigma* (a fixed point, computed explicitly).
+  """
+  phi = tf.cast(tf.stop_gradient(features), tf.float64)
+  phi_next = tf.cast(tf.stop_gradient(next_features), tf.float64)
+  gamma = tf.cast(tf.stop_gradient(discount), tf.float64)[:, None]
+  td_direction = phi - gamma * phi_next                        # D [B, d]
+  eta = tf.constant(eta, tf.float64)
+  batch, dim = features.shape[-2], features.shape[-1]
+  if batch is not None and dim is not None and dim <= batch:
+    a = tf.eye(dim, dtype=tf.float64) - eta * tf.matmul(phi, td_direction, transpose_a=True)
+    return lyapunov_doubling(a, eta ** 2 * tf.matmul(phi, phi, transpose_a=True), iterations)
+  size = tf.shape(phi)[0]
+  a = tf.eye(size, dtype=tf.float64) - eta * tf.matmul(td_direction, phi, transpose_b=True)
+  s = lyapunov_doubling(a, eta ** 2 * tf.eye(size, dtype=tf.float64), iterations)
+  return tf.matmul(tf.matmul(phi, s, transpose_a=True), phi)
+
+
+@gin.configurable
+class LabelNoiseDR3(Penalty):
+  """The explicit regularizer with Sigma*_M induced by label noise (the paper's Fig. 6, "M induced by label
+  noise ... for which we need to run computationally heavy fixed-point computation") instead of Sigma_M = I:
+
+    sum_i phi(s_i,a_i)^T Sigma phi(s'_i,a'_i),   Sigma = (2 / eta) Sigma*_M   (`label_noise_sigma`),
+
+  on the last layer, as DR3. The 2 / eta normalization is ours: with gamma = 0 (supervised regression),
+  (2 / eta) Sigma*_M is, to first order in eta, the projection onto the span of the features, so the penalty
+  equals DR3 (Sigma_M = I) there and c0 values are comparable. eta is Eq. 3's step size (default: the Atari
+  agents' learning rate 5e-5). Sigma is recomputed from each batch (B x B work) with no gradient through it.
+  Needs PenaltyInputs.discount. Metric: the value and `label_noise_sigma_trace` (trace of Sigma, to watch for a
+  series that does not converge, i.e. TD that is unstable on these features).
+  """
+  label_name = "DR3-labelnoise"
+  metric_name = "dr3_label_noise"
+  needs_next_features = True
+
+  def __init__(self, coefficient: float = 0.0, eta: float = 5e-5, iterations: int = 40, reduction: str = "sum",
+               name: Optional[str] = None):
+    super().__init__(coefficient, name)
+    if reduction not in REDUCTIONS:
+      raise ValueError(f"LabelNoiseDR3.reduction={reduction!r}; expected one of {REDUCTIONS}")
+    if not eta > 0 or iterations < 1:
+      raise ValueError(f"LabelNoiseDR3: eta={eta}, iterations={iterations}; expected eta > 0, iterations >= 1")
+    self.eta, self.iterations, self.reduction = float(eta), int(iterations), reduction
+
+  @property
+  def batch_reduction(self) -> str:
+    return self.reduction
+
+  def sigma(self, inputs) -> tf.Tensor:
+    """(2 / eta) Sigma*_M, float64 [d, d]."""
+    return (2.0 / self.eta) * label_noise_sigma(inputs.features, inputs.next_features, inputs.discount,
+                                                self.eta, self.iterations)
+
+  def _value_and_sigma(self, inputs):
+    if inputs.discount is None:
+      raise ValueError("LabelNoiseDR3 needs PenaltyInputs.discount")
+    sigma = self.sigma(inputs)
+    dots = tf.reduce_sum(tf.matmul(inputs.features, tf.cast(sigma, inputs.features.dtype))
+                         * inputs.next_features, axis=1)
+    return _reduce_batch(dots, self.reduction), sigma
+
+  def value(self, inputs):
+    return self._value_and_sigma(inputs)[0]
+
+  def evaluate(self, inputs):
+    value, sigma = self._value_and_sigma(inputs)
+    return value, {self.metric_name: value,
+                   "label_noise_sigma_trace": tf.cast(tf.linalg.trace(sigma), tf.float32)}
+
+  def form(self):
+    return {"eta": self.eta, "iterations": self.iterations, "reduction": self.reduction}

@@ -10,7 +10,7 @@ import tensorflow as tf
 from batch_rl_dr3 import GIN_CONFIG_DIR
 from batch_rl_dr3 import runner  # noqa: F401  (registers run_experiment for the data-setting files)
 from batch_rl_dr3.agents import CQLQR, DQN, REM, create_agent
-from batch_rl_dr3.regularizers import DR3, SrankPenalty
+from batch_rl_dr3.regularizers import DR3, FullGradientDR3, LabelNoiseDR3, SrankPenalty
 from batch_rl_dr3.errors import ConfigError
 
 B, N, A = 4, 12, 3
@@ -147,6 +147,23 @@ def test_dr3_with_c0_zero_gives_the_same_parameters_as_no_dr3(cls, kwargs):
   for x, y in zip(_params(off), _params(on)):
     np.testing.assert_array_equal(x, y)
   assert any(not np.allclose(x, y) for x, y in zip(_params(off), _params(strong)))
+
+
+@pytest.mark.parametrize("make", [FullGradientDR3, LabelNoiseDR3], ids=["full_gradient", "label_noise"])
+def test_other_explicit_forms_train_in_the_compiled_step_and_c0_zero_changes_nothing(make):
+  off = DQN(A, TableSampler(seed=2))
+  zero = DQN(A, TableSampler(seed=2), penalties=[make(0.0)])
+  strong = DQN(A, TableSampler(seed=2), penalties=[make(1e-3)])
+  _copy(off, zero)
+  _copy(off, strong)
+  for _ in range(2):
+    off.train_step(), strong.train_step()
+    metrics = zero.train_step()
+  assert np.isfinite(float(metrics[make.metric_name])) and float(metrics[make.metric_name]) != 0.0
+  for x, y in zip(_params(off), _params(zero)):
+    np.testing.assert_array_equal(x, y)
+  assert any(not np.allclose(x, y) for x, y in zip(_params(off), _params(strong)))
+  assert zero.train_step_tracing_count == 1
 
 
 def test_compiled_step_equals_eager_step_and_coefficient_changes_never_retrace():

@@ -91,3 +91,116 @@ def test_dr3_penalty_object_applies_its_form_coefficient_and_replica_share():
   assert float(paper.loss(inputs)[0]) == 0.0
   with pytest.raises(ValueError, match="DR3.reduction='max'"):
     regularizers.DR3(1.0, reduction="max")
+
+
+# ---- the explicit regularizer's other forms, against direct computations on a tiny network ----------------
+
+
+def _tiny_q_network(seed=0):
+  tf.keras.utils.set_random_seed(seed)
+  hidden = tf.keras.layers.Dense(4, activation="tanh")
+  head = tf.keras.layers.Dense(3)
+  hidden.build((None, 2))
+  head.build((None, 4))
+  return hidden, head
+
+
+def _q_pairs(hidden, head, states, actions, next_states, next_actions):
+  def q_fn():
+    q = tf.gather(head(hidden(states)), actions, axis=1, batch_dims=1)
+    q_next = tf.gather(head(hidden(next_states)), next_actions, axis=1, batch_dims=1)
+    return q, q_next
+  return q_fn
+
+
+TINY = dict(states=tf.constant([[0.5, -1.0], [1.0, 0.2], [-0.3, 0.7], [0.0, 1.5]]),
+            actions=tf.constant([0, 2, 1, 1]),
+            next_states=tf.constant([[1.0, 0.2], [-0.3, 0.7], [0.9, -0.4], [0.2, 0.1]]),
+            next_actions=tf.constant([2, 1, 1, 0]))
+
+
+def _loop_gradient_dots(hidden, head, variables, stop_gradient_next):
+  """sum_i grad Q(s_i,a_i) . grad Q(s'_i,a'_i), one example at a time with its own tapes."""
+  total = 0.0
+  for i in range(4):
+    with tf.GradientTape() as t1:
+      q = head(hidden(TINY["states"][i:i + 1]))[0, TINY["actions"][i]]
+    g = t1.gradient(q, variables)
+    with tf.GradientTape() as t2:
+      q_next = head(hidden(TINY["next_states"][i:i + 1]))[0, TINY["next_actions"][i]]
+    h = t2.gradient(q_next, variables)
+    if stop_gradient_next:
+      h = [tf.stop_gradient(x) for x in h]
+    total += sum(tf.reduce_sum(a * b) for a, b in zip(g, h))
+  return total
+
+
+@pytest.mark.parametrize("stop_gradient_next", [False, True])
+def test_full_gradient_form_equals_per_example_gradients_in_a_python_loop(stop_gradient_next):
+  hidden, head = _tiny_q_network()
+  variables = hidden.trainable_variables + head.trainable_variables
+  penalty = regularizers.FullGradientDR3(1.0, stop_gradient_next=stop_gradient_next)
+  inputs = regularizers.PenaltyInputs(features=tf.zeros([4, 4]), q_fn=_q_pairs(hidden, head, **TINY),
+                                      variables=variables)
+  with tf.GradientTape() as tape:
+    got = penalty.value(inputs)
+  got_grads = tape.gradient(got, variables)
+  with tf.GradientTape() as tape:
+    want = _loop_gradient_dots(hidden, head, variables, stop_gradient_next)
+  want_grads = tape.gradient(want, variables)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert abs(float(want)) > 1e-3
+  # The second-order term: the penalty's own gradient (None for the head's bias: grad_b Q is a constant).
+  assert [g is None for g in got_grads] == [w is None for w in want_grads] == [False, False, False, True]
+  for g, w in zip(got_grads[:3], want_grads[:3]):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+  # Over the last layer only, grad_W Q(s,a) . grad_W Q(s',a') = phi(s).phi(s') [a = a'], plus 1 [a = a'] for the
+  # bias: check that restriction against the features by hand.
+  last = regularizers.per_example_gradient_dot_products(inputs.q_fn, head.trainable_variables)
+  phi, phi_next = hidden(TINY["states"]).numpy(), hidden(TINY["next_states"]).numpy()
+  same = (TINY["actions"].numpy() == TINY["next_actions"].numpy()).astype(np.float32)
+  np.testing.assert_allclose(last, ((phi * phi_next).sum(1) + 1.0) * same, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch,dim", [(6, 3), (2, 4)])  # the d x d form and the B x B form
+def test_label_noise_sigma_solves_the_discrete_lyapunov_equation_as_scipy(batch, dim):
+  from scipy import linalg
+  rng = np.random.default_rng(batch)
+  phi = rng.normal(size=(batch, dim)).astype(np.float32)
+  phi_next = rng.normal(size=(batch, dim)).astype(np.float32)
+  gamma = np.where(np.arange(batch) == 1, 0.0, 0.9).astype(np.float32)  # one terminal transition
+  eta = 0.02
+  g = phi.T.astype(np.float64) @ (phi - gamma[:, None] * phi_next)
+  m = phi.T.astype(np.float64) @ phi
+  a = np.eye(dim) - eta * g
+  # G and M live in the span of the phi_i (an invariant subspace of a): solve there, where the fixed point is
+  # unique when the restricted a is stable (checked, not assumed); outside it the series adds nothing.
+  basis = np.linalg.qr(phi.T.astype(np.float64))[0][:, :min(batch, dim)]
+  a_span = basis.T @ a @ basis
+  assert np.max(np.abs(np.linalg.eigvals(a_span))) < 1.0
+  want = basis @ linalg.solve_discrete_lyapunov(a_span, eta ** 2 * basis.T @ m @ basis) @ basis.T
+  np.testing.assert_allclose(a @ want @ a.T + eta ** 2 * m, want, atol=1e-12)  # the d x d equation holds
+  got = regularizers.label_noise_sigma(tf.constant(phi), tf.constant(phi_next), tf.constant(gamma), eta, 60)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12 * np.abs(want).max())
+  # The penalty: sum_i phi_i^T (2 / eta) Sigma* phi'_i, gradient through phi and phi' with Sigma* constant.
+  penalty = regularizers.LabelNoiseDR3(1.0, eta=eta, iterations=60)
+  features, next_features = tf.Variable(phi), tf.Variable(phi_next)
+  with tf.GradientTape(persistent=True) as tape:
+    value, metrics = penalty.evaluate(regularizers.PenaltyInputs(features, next_features,
+                                                                 discount=tf.constant(gamma)))
+  sigma = 2.0 / eta * want
+  np.testing.assert_allclose(value, np.einsum("bi,ij,bj->", phi, sigma, phi_next), rtol=1e-4)
+  np.testing.assert_allclose(tape.gradient(value, features), phi_next @ sigma.T, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(tape.gradient(value, next_features), phi @ sigma, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(metrics["label_noise_sigma_trace"], np.trace(sigma), rtol=1e-5)
+
+
+def test_label_noise_form_equals_dr3_for_supervised_regression_to_first_order():
+  # gamma = 0: (2 / eta) Sigma* -> the projection onto the features' span as eta -> 0, so the penalty -> DR3's
+  # sum of phi(s).phi(s') for next features inside that span.
+  rng = np.random.default_rng(3)
+  phi = rng.normal(size=(3, 5)).astype(np.float32)
+  phi_next = (rng.normal(size=(3, 3)) @ phi).astype(np.float32)  # in the span of the phi_i
+  inputs = regularizers.PenaltyInputs(tf.constant(phi), tf.constant(phi_next), discount=tf.zeros(3))
+  got = regularizers.LabelNoiseDR3(1.0, eta=1e-6, iterations=60).value(inputs)
+  np.testing.assert_allclose(got, (phi * phi_next).sum(), rtol=1e-3)
