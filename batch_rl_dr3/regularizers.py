@@ -128,13 +128,17 @@ class Penalty(tf.Module):
   metric_name = "penalty"
   needs_next_features = False
 
-  def __init__(self, coefficient: float = 0.0, name: Optional[str] = None):
+  def __init__(self, coefficient: float = 0.0, name: Optional[str] = None, reduction: str = "mean"):
     super().__init__(name=name or type(self).__name__)
+    if reduction not in REDUCTIONS:
+      raise ValueError(f"{type(self).__name__}.reduction={reduction!r}; expected one of {REDUCTIONS}")
     self.coefficient = tf.Variable(float(coefficient), trainable=False, name="coefficient")
+    self.reduction = reduction
 
   @property
   def batch_reduction(self) -> str:
-    return "mean"
+    """'mean' or 'sum': how the penalty reduces over the batch (its distributed scaling follows)."""
+    return self.reduction
 
   def value(self, inputs: PenaltyInputs) -> tf.Tensor:
     """The scalar penalty before its coefficient."""
@@ -203,17 +207,10 @@ class DR3(Penalty):
 
   def __init__(self, coefficient: float = 0.0, reduction: str = "sum", use_abs: bool = False,
                stop_gradient_next: bool = False, mask_terminal: bool = False, name: Optional[str] = None):
-    super().__init__(coefficient, name)
-    if reduction not in REDUCTIONS:
-      raise ValueError(f"DR3.reduction={reduction!r}; expected one of {REDUCTIONS}")
-    self.reduction = reduction
+    super().__init__(coefficient, name, reduction)
     self.use_abs = bool(use_abs)
     self.stop_gradient_next = bool(stop_gradient_next)
     self.mask_terminal = bool(mask_terminal)
-
-  @property
-  def batch_reduction(self) -> str:
-    return self.reduction
 
   def value(self, inputs):
     return dr3_penalty(inputs.features, inputs.next_features, reduction=self.reduction, use_abs=self.use_abs,
@@ -291,16 +288,9 @@ class FullGradientDR3(Penalty):
 
   def __init__(self, coefficient: float = 0.0, reduction: str = "sum", stop_gradient_next: bool = False,
                mask_terminal: bool = False, name: Optional[str] = None):
-    super().__init__(coefficient, name)
-    if reduction not in REDUCTIONS:
-      raise ValueError(f"FullGradientDR3.reduction={reduction!r}; expected one of {REDUCTIONS}")
-    self.reduction = reduction
+    super().__init__(coefficient, name, reduction)
     self.stop_gradient_next = bool(stop_gradient_next)
     self.mask_terminal = bool(mask_terminal)
-
-  @property
-  def batch_reduction(self) -> str:
-    return self.reduction
 
   def value(self, inputs):
     if inputs.q_fn is None or inputs.variables is None:
@@ -370,16 +360,10 @@ class LabelNoiseDR3(Penalty):
 
   def __init__(self, coefficient: float = 0.0, eta: float = 5e-5, iterations: int = 40, reduction: str = "sum",
                name: Optional[str] = None):
-    super().__init__(coefficient, name)
-    if reduction not in REDUCTIONS:
-      raise ValueError(f"LabelNoiseDR3.reduction={reduction!r}; expected one of {REDUCTIONS}")
+    super().__init__(coefficient, name, reduction)
     if not eta > 0 or iterations < 1:
       raise ValueError(f"LabelNoiseDR3: eta={eta}, iterations={iterations}; expected eta > 0, iterations >= 1")
-    self.eta, self.iterations, self.reduction = float(eta), int(iterations), reduction
-
-  @property
-  def batch_reduction(self) -> str:
-    return self.reduction
+    self.eta, self.iterations = float(eta), int(iterations)
 
   def sigma(self, inputs) -> tf.Tensor:
     """(2 / eta) Sigma*_M, float64 [d, d]."""
