@@ -156,3 +156,22 @@ def plasticity_probe(action_fn, variables, observations, actions, optimizer, ste
     snapshot.read(path).assert_consumed()
   return {"start_loss": float(tf.reduce_mean(tf.reduce_sum(start, axis=-1))),
           "start_mse": float(tf.reduce_mean(start)), "bc_loss": after}
+
+
+def prop32_condition(features, next_features, gamma, mask=None):
+  """The two sides of the DR3 paper's Proposition 3.2 (TD-learning on co-adapted features):
+
+    "if sum_{s,a,s' in D} phi(s,a)^T phi(s',a') >= (1/gamma) sum_{s,a in D} phi(s,a)^T phi(s,a),
+     linear TD-learning using features Phi will not converge."
+
+  Returns (dot_sum, norm_bound) = (sum_i m_i phi_i . phi'_i, (1/gamma) sum_i m_i ||phi_i||^2), float32 scalars,
+  with m_i the optional [B] mask (e.g. 1 where s' is bootstrapped, so placeholder next states after a terminal
+  do not count). The condition holds (non-convergence) when dot_sum >= norm_bound.
+  """
+  features = tf.cast(features, tf.float32)
+  dots = feature_dot_products(features, tf.cast(next_features, tf.float32))
+  norms = tf.reduce_sum(tf.square(features), axis=-1)
+  if mask is not None:
+    mask = tf.cast(mask, tf.float32)
+    dots, norms = dots * mask, norms * mask
+  return tf.reduce_sum(dots), tf.reduce_sum(norms) / tf.cast(gamma, tf.float32)

@@ -327,3 +327,11 @@ def test_representation_diagnostics_on_a_fixed_batch():
   assert float(got["fixed_batch/dead_neurons_frac"]) == pytest.approx(np.mean(np.all(phi <= 0, axis=0)))
   energy = np.cumsum(sigma ** 2)
   assert int(got["fixed_batch/pca_rank"]) == int(np.argmax(energy >= 0.99 * energy[-1])) + 1
+  # Prop. 3.2 by hand: over bootstrapped transitions, sum phi.phi' against (1 / gamma) sum ||phi||^2, gamma 0.99.
+  live = batch["terminal"].numpy() == 0
+  assert 0 < live.sum() < 8 or live.all()
+  np.testing.assert_allclose(got["fixed_batch/prop32_dot_sum"], (phi * phi_next).sum(1)[live].sum(), rtol=1e-4)
+  np.testing.assert_allclose(got["fixed_batch/prop32_norm_bound"], (phi ** 2).sum(1)[live].sum() / 0.99,
+                             rtol=1e-5)
+  np.testing.assert_allclose(got["fixed_batch/prop32_ratio"], (phi * phi_next).sum(1)[live].sum() * 0.99
+                             / (phi ** 2).sum(1)[live].sum(), rtol=1e-4)

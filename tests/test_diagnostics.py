@@ -120,3 +120,22 @@ def test_plasticity_probe_keeps_adam_state():
   assert len(before) == len(after) == 4  # iterations, m, v, w
   for x, y in zip(before, after):
     np.testing.assert_array_equal(x, y)
+
+
+def test_prop32_condition_sides_by_hand():
+  # phi = [[1, 0], [0, 2]], phi' = [[3, 0], [0, 1]]: dots 3 and 2, squared norms 1 and 4.
+  phi = tf.constant([[1.0, 0.0], [0.0, 2.0]])
+  phi_next = tf.constant([[3.0, 0.0], [0.0, 1.0]])
+  dot_sum, bound = diagnostics.prop32_condition(phi, phi_next, 0.5)
+  assert (float(dot_sum), float(bound)) == (5.0, 10.0)       # 5 < 10: the condition does not hold
+  dot_sum, bound = diagnostics.prop32_condition(phi, phi_next, 0.5, mask=tf.constant([1.0, 0.0]))
+  assert (float(dot_sum), float(bound)) == (3.0, 2.0)        # only the first transition: 3 >= 2, it holds
+  # And what it predicts: linear TD, theta <- theta + eta sum_i phi_i (gamma phi'_i . theta - phi_i . theta)
+  # (zero rewards) grows without bound on the transition where the condition holds and decays on the other.
+  for mask, diverges in (([1.0, 0.0], True), ([0.0, 1.0], False)):
+    theta = np.ones(2)
+    for _ in range(200):
+      for i in np.flatnonzero(mask):
+        p, q = phi.numpy()[i], phi_next.numpy()[i]
+        theta = theta + 0.1 * p * (0.5 * q @ theta - p @ theta)
+    assert (np.linalg.norm(theta) > 1e3) == diverges

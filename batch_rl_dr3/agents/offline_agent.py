@@ -308,8 +308,15 @@ class OfflineAgent(tf.Module):
     online_next = self.online_network(batch["next_state"])
     q_values = online.q_values
     dot, dot_abs = diagnostics.dot_product_stats(online.features, online_next.features)
+    # Prop. 3.2 over the bootstrapped transitions, gamma = the backup's discount gamma^n (the batch's largest).
+    bootstrapped = tf.cast(batch["discount"] > 0.0, tf.float32)
+    dot_sum, norm_bound = diagnostics.prop32_condition(
+        online.features, online_next.features, tf.reduce_max(batch["discount"]), mask=bootstrapped)
     return {
         "srank": diagnostics.srank(online.features),
+        "fixed_batch/prop32_dot_sum": dot_sum,
+        "fixed_batch/prop32_norm_bound": norm_bound,
+        "fixed_batch/prop32_ratio": dot_sum / norm_bound,
         "fixed_batch/dot_product": dot,
         "fixed_batch/dot_product_abs": dot_abs,
         "fixed_batch/feature_norm": diagnostics.mean_feature_norm(online.features),
@@ -323,8 +330,9 @@ class OfflineAgent(tf.Module):
 
   def representation_diagnostics(self, batch) -> Dict[str, tf.Tensor]:
     """srank (delta 0.01), dot products, feature norms, average Q, dead-unit fraction and PCA rank on a fixed batch
-    (not XLA: SVD)."""
-    return self._diagnostics_fn({k: batch[k] for k in ("state", "next_state", "action")})
+    (not XLA: SVD), and the two sides of the paper's Prop. 3.2 (`diagnostics.prop32_condition`): linear TD on
+    these features cannot converge when prop32_ratio = dot_sum / norm_bound >= 1."""
+    return self._diagnostics_fn({k: batch[k] for k in ("state", "next_state", "action", "discount")})
 
 
 def check_penalties(penalties, where: str):
