@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from batch_rl_dr3.continuous import actor_probes
 from batch_rl_dr3.continuous import experiment
 
 OBS, ACT = 11, 3  # Hopper's layout, so the evaluation can roll out
@@ -92,3 +93,14 @@ def test_noisy_evaluations_and_eval_states_in_hopper():
   assert metrics["action_noise/return"] != metrics["return"] != metrics["state_noise/return"]
   assert {"actor_eval_states/pca_rank", "actor_train/pca_rank", "actor_random/pca_rank"} <= set(metrics)
   assert 1 <= metrics["actor_eval_states/pca_rank"] <= 4  # 4 visited states
+
+
+def test_state_noise_is_in_the_units_the_actor_sees():
+  rebrac_exp = make(plasticity_steps=0, validation_fraction=0.0, actor_diagnostics=False)
+  assert actor_probes.noisy_evaluations(rebrac_exp.agent) == {"action_noise": {"action_noise": 0.2},
+                                                              "state_noise": {"state_noise": 0.05}}
+  gin.parse_config(["IqlAgent.hidden_units = (16, 16)"])
+  iql_exp = make(agent_name="iql", plasticity_steps=0, validation_fraction=0.0, actor_diagnostics=False)
+  data, _ = episodic_dataset("x")
+  noise = actor_probes.noisy_evaluations(iql_exp.agent)["state_noise"]["state_noise"]
+  np.testing.assert_allclose(noise, 0.05 * (data["observation"].std(axis=0) + 1e-3), rtol=1e-5)

@@ -115,6 +115,11 @@ def test_noisy_evaluations_add_the_stated_noise():
   assert noise.std() == pytest.approx(0.05, rel=0.05) and abs(noise.mean()) < 0.005
   np.testing.assert_array_equal(np.stack(env.actions), 0.0)
 
+  env3, seen3 = _RecordingEnv(), []  # one standard deviation per dimension (IQL's standardised units)
+  scale = np.array([0.05, 0.1, 0.0, 0.2])
+  evaluation.rollout_returns(env3, lambda obs: np.zeros(2, np.float32), 20, seed=1, state_noise=scale, visited=seen3)
+  np.testing.assert_allclose((np.stack(seen3) - 0.5).std(axis=0), scale, rtol=0.08)
+
   env2, seen2 = _RecordingEnv(), []
   evaluation.rollout_returns(env2, lambda obs: np.zeros(2, np.float32), 20, seed=1, state_noise=0.05, visited=seen2)
   np.testing.assert_array_equal(np.stack(seen2), np.stack(seen))  # seeded

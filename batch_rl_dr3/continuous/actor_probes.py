@@ -22,6 +22,18 @@ import tensorflow as tf
 from batch_rl_dr3 import diagnostics
 
 
+ACTION_NOISE, STATE_NOISE = 0.2, 0.05  # ActoReg's noisy_eval (reference §4)
+
+
+def noisy_evaluations(agent) -> Dict[str, Dict[str, object]]:
+  """{name: evaluation.evaluate keyword arguments} of the two noisy evaluations. The state noise goes on what the
+  actor sees: for an agent that standardises observations (IQL; its public `observation_normalizer`) 0.05 in
+  standardised units is 0.05 * std per dimension of the raw observation."""
+  normalizer = getattr(agent, "observation_normalizer", None)
+  state_noise = STATE_NOISE if normalizer is None else STATE_NOISE * normalizer.std.numpy()
+  return {"action_noise": {"action_noise": ACTION_NOISE}, "state_noise": {"state_noise": state_noise}}
+
+
 class ActorProbes:
   """The §4 batches of one run and the metrics on them (see the module docstring)."""
 

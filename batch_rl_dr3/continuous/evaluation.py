@@ -119,13 +119,13 @@ def make_environment(task: str, observation_dim: Optional[int] = None):
 
 def rollout_returns(env, act: Callable[[np.ndarray], np.ndarray], num_episodes: int, seed: int,
                     max_episode_steps: Optional[int] = None, adapt: Callable = np.asarray,
-                    action_noise: float = 0.0, state_noise: float = 0.0,
+                    action_noise: float = 0.0, state_noise=0.0,
                     visited: Optional[List[np.ndarray]] = None) -> np.ndarray:
   """Undiscounted returns of `num_episodes` episodes; episode i is reset with seed `seed + i`.
 
   `adapt` maps the env's observation to the policy's input; `action_noise` / `state_noise` are the standard
-  deviations of the noisy evaluations (module docstring); `visited` (a list) receives every observation the
-  policy acted on, as it saw it.
+  deviations of the noisy evaluations (module docstring; `state_noise` may be one per observation dimension);
+  `visited` (a list) receives every observation the policy acted on, as it saw it.
   """
   rng = np.random.default_rng(seed)
   low = getattr(env.action_space, "low", None)
@@ -136,7 +136,7 @@ def rollout_returns(env, act: Callable[[np.ndarray], np.ndarray], num_episodes: 
     total, steps, done = 0.0, 0, False
     while not done:
       seen = adapt(observation)
-      if state_noise:
+      if np.any(state_noise):
         seen = seen + rng.normal(0.0, state_noise, np.shape(seen)).astype(np.asarray(seen).dtype)
       if visited is not None:
         visited.append(np.asarray(seen))
@@ -160,7 +160,7 @@ def normalized_score(task: str, raw_return: float) -> Optional[float]:
 
 def evaluate(task: str, act: Callable[[np.ndarray], np.ndarray], num_episodes: int, seed: int,
              observation_dim: Optional[int] = None, max_episode_steps: Optional[int] = None,
-             action_noise: float = 0.0, state_noise: float = 0.0,
+             action_noise: float = 0.0, state_noise=0.0,
              visited: Optional[List[np.ndarray]] = None) -> Dict[str, float]:
   """return / return_std / num_episodes and, for tasks with a D4RL reference, normalized_score (x100)."""
   env = make_environment(task, observation_dim)

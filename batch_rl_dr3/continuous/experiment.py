@@ -187,7 +187,7 @@ class ContinuousExperiment(tf.Module):
                               max_episode_steps=self._eval_max_steps)
       metrics = run(visited=visited if self._probes is not None else None)
       if self._noisy_evaluation:  # the study's values (reference §4)
-        for name, noise in (("action_noise", dict(action_noise=0.2)), ("state_noise", dict(state_noise=0.05))):
+        for name, noise in actor_probes.noisy_evaluations(self.agent).items():
           metrics.update({f"{name}/{k}": v for k, v in run(**noise).items() if k != "num_episodes"})
     if self._probes is not None:
       metrics.update(self._probes.metrics(visited))
