@@ -37,6 +37,13 @@ from rliable import metrics as rly_metrics  # pylint: disable=g-import-not-at-to
 
 from batch_rl_dr3.errors import DataError
 
+# Bootstrap replications by default (tables and curves). Measured on a 3-seed x 17-game matrix of normalized
+# scores (IQM ~28 %, 95 % CI ~4.5 points wide): across bootstrap seeds the IQM CI's bounds move by a standard
+# deviation of 0.10 / 0.06 points at 500 replications, 0.05 / 0.02 at 2,000, 0.03 / 0.03 at 5,000 and 0.02 / 0.01
+# at 10,000 (the median's bounds jump between neighbouring order statistics: 0.1-0.2 at any count). At 2,000 the
+# one-decimal CIs of the tables change by at most 0.1 between seeds, at 1/25 of the time of rliable's 50,000
+# (~1 ms per replication for the four aggregates). Pass reps=50000 to match rliable's paper exactly.
+DEFAULT_REPS = 2000
 NORMALIZED_SCORE_OPTIMUM = 100.0  # percent of human (Atari) / expert (D4RL): the optimality gap's threshold
 
 
@@ -105,7 +112,7 @@ def _use_task_bootstrap(scores: np.ndarray, task_bootstrap: Optional[bool]) -> b
 
 
 def interval_estimates(score_matrices: Mapping[str, np.ndarray],
-                       aggregate: Callable[[np.ndarray], float] = iqm, *, reps: int = 50000, seed: int = 0,
+                       aggregate: Callable[[np.ndarray], float] = iqm, *, reps: int = DEFAULT_REPS, seed: int = 0,
                        confidence: float = 0.95,
                        task_bootstrap: Optional[bool] = None) -> Dict[str, IntervalEstimate]:
   """Point estimate and stratified-bootstrap percentile CI of `aggregate`, per algorithm (rliable)."""
@@ -122,7 +129,7 @@ def interval_estimates(score_matrices: Mapping[str, np.ndarray],
 
 
 def aggregate_table(score_matrices: Mapping[str, np.ndarray],
-                    aggregates: Sequence[str] = tuple(AGGREGATE_FUNCTIONS), *, reps: int = 50000,
+                    aggregates: Sequence[str] = tuple(AGGREGATE_FUNCTIONS), *, reps: int = DEFAULT_REPS,
                     seed: int = 0, confidence: float = 0.95,
                     task_bootstrap: Optional[bool] = None) -> Dict[str, Dict[str, IntervalEstimate]]:
   """{aggregate name: {algorithm: IntervalEstimate}} for the named aggregates of AGGREGATE_FUNCTIONS.
@@ -155,7 +162,7 @@ class CurveEstimate:
   upper: np.ndarray
 
 
-def aggregate_curve(curves: np.ndarray, aggregate: Callable[[np.ndarray], float] = iqm, *, reps: int = 2000,
+def aggregate_curve(curves: np.ndarray, aggregate: Callable[[np.ndarray], float] = iqm, *, reps: int = DEFAULT_REPS,
                     seed: int = 0, confidence: float = 0.95,
                     task_bootstrap: Optional[bool] = None, name: str = "curves") -> CurveEstimate:
   """`aggregate` at every iteration of `[runs, games, iterations]` curves, with pointwise bootstrap CIs.

@@ -1,6 +1,6 @@
 r"""Build the tables and plots of the DR3 paper from run folders.
 
-  python -m batch_rl_dr3.analysis.report --runs='runs/**' [--out=DIR] [--seed=0] [--reps=50000]
+  python -m batch_rl_dr3.analysis.report --runs='runs/**' [--out=DIR] [--seed=0] [--reps=2000]
 
 Writes into --out (default: `<common parent of the run folders>/report`):
   table1.md / table1.csv          Atari: per setting x label, IQM human-normalized score (%) with 95 % CI, for
@@ -28,16 +28,18 @@ from typing import Callable, List, Optional, Sequence
 from absl import app
 from absl import flags
 
-from batch_rl_dr3.analysis import actor_study, plots, tables
+from batch_rl_dr3.analysis import actor_study, aggregate, plots, tables
 from batch_rl_dr3.analysis import runs as runs_lib
 from batch_rl_dr3.analysis.runs import Run, load_runs
 from batch_rl_dr3.errors import ConfigError, DataError
+from batch_rl_dr3.progress import Progress
 
-DIAGNOSTIC_PLOTS = (("train/dot_product", "dot_product", "feature dot product phi(s,a).phi(s',a')"),
-                    ("train/srank", "srank", "srank(delta=0.01) of the features"))
+DIAGNOSTIC_PLOTS = (("train/dot_product", "dot_product", "feature dot product of consecutive state-actions"),
+                    ("train/srank", "srank", "effective rank (srank) of the penultimate features"))
 # The paper's Fig. 1: feature dot products (top) and the average Q-value over the data (bottom), measured on the
 # run's fixed diagnostics batch each iteration.
-FIG1_METRICS = (("train/dot_product", "phi(s,a).phi(s',a')"), ("train/fixed_batch/q_data", "average Q(s,a)"))
+FIG1_METRICS = (("train/dot_product", plots.column_label("train/dot_product")),
+                ("train/fixed_batch/q_data", "average Q(s,a) (return units)"))
 
 
 def _safe(name: str) -> str:
@@ -59,8 +61,12 @@ def _atari_report(runs: Sequence[Run], out: str, *, seed: int, reps: int, curve_
   inputs = [inp for setting, by_label in by_setting.items()
             if (inp := tables.aggregation_input(setting, by_label, warn)) is not None]
   compact = None
+  # One progress display over every bootstrap of the report (tables, then curves), with its ETA.
+  total = tables.table1_bootstrap_count(inputs) + sum(len(inp.curves) for inp in inputs)
+  progress = Progress(f"bootstrap CIs ({reps:,} / {curve_reps:,} replications for tables / curves)", total,
+                      "CIs", every_seconds=5, log=warn, enabled=total > 0)
   if inputs:
-    rows = tables.table1_rows(inputs, by_setting, reps=reps, seed=seed, progress=warn)
+    rows = tables.table1_rows(inputs, by_setting, reps=reps, seed=seed, progress=progress)
     csv_path, md_path = os.path.join(out, "table1.csv"), os.path.join(out, "table1.md")
     compact = tables.write_table1(rows, inputs, csv_path, md_path)
     files += [md_path, csv_path]
@@ -75,8 +81,10 @@ def _atari_report(runs: Sequence[Run], out: str, *, seed: int, reps: int, curve_
     steps = {label: by_setting[inp.setting][label].gradient_steps for label in inp.curves}
     plots.plot_aggregate_curves(inp.curves, steps, f"Atari, {inp.setting}: IQM over "
                                 f"{len(next(iter(inp.games_by_label.values())))} games", path,
-                                reps=curve_reps, seed=seed)
+                                reps=curve_reps, seed=seed,
+                                on_curve=lambda label, s=inp.setting: progress.update(1, f"{s} {label} curve"))
     files.append(path)
+  progress.close()
   _diagnostic_plots(groups, out, "", files)
   return compact
 
@@ -130,7 +138,7 @@ def _continuous_report(runs: Sequence[Run], out: str, *, warn: Callable[[str], N
 
 
 def build_report(run_patterns: Sequence[str], out_dir: Optional[str] = None, *, seed: int = 0,
-                 reps: int = 50000, curve_reps: int = 2000,
+                 reps: int = aggregate.DEFAULT_REPS, curve_reps: int = aggregate.DEFAULT_REPS,
                  warn: Callable[[str], None] = lambda message: print(message, file=sys.stderr)) -> List[str]:
   """Reads the runs, writes every table and plot into out_dir; returns the written paths.
 
@@ -162,8 +170,9 @@ def define_flags():
                             "run folders at any depth works too.")
   flags.DEFINE_string("out", None, "Output folder (default: <common parent of the run folders>/report).")
   flags.DEFINE_integer("seed", 0, "Seed of the bootstrap resampling (results are reproducible for a seed).")
-  flags.DEFINE_integer("reps", 50000, "Bootstrap replications for the table CIs (rliable's default).")
-  flags.DEFINE_integer("curve_reps", 2000, "Bootstrap replications per learning-curve plot.")
+  flags.DEFINE_integer("reps", aggregate.DEFAULT_REPS, "Bootstrap replications for the table CIs (see "
+                       "aggregate.DEFAULT_REPS for how CIs move with it; rliable's paper used 50000).")
+  flags.DEFINE_integer("curve_reps", aggregate.DEFAULT_REPS, "Bootstrap replications per learning-curve plot.")
 
 
 def main(argv):

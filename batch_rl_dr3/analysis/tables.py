@@ -24,6 +24,7 @@ from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.analysis import aggregate, paper_results
 from batch_rl_dr3.analysis.runs import Run
 from batch_rl_dr3.atari_games import DR3_PAPER_GAMES
+from batch_rl_dr3.progress import Progress
 
 SCORE_COLUMN = "eval/return"
 SUMMARIES: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -213,15 +214,18 @@ class Table1Row:
 
 def table1_rows(inputs: Sequence[AggregationInput], by_setting: Dict[str, Dict[str, LabelScores]], *,
                 reps: int, seed: int, aggregates: Sequence[str] = tuple(aggregate.AGGREGATE_FUNCTIONS),
-                progress: Warn = lambda _: None) -> List[Table1Row]:
+                progress: Optional[Progress] = None) -> List[Table1Row]:
+  """Every aggregate with its bootstrap CI, per input x label x summary (`progress` advances by one for each of
+  these `table1_bootstrap_count(inputs)` bootstraps)."""
   rows = []
   for inp in inputs:
     for label, curves in inp.curves.items():
-      progress(f"Bootstrapping CIs ({reps} replications): setting {inp.setting}, {label} ...")
       steps = int(by_setting[inp.setting][label].gradient_steps[-1])
       for summary, summarize in SUMMARIES.items():
         matrix = summarize(curves)
         estimates = aggregate.aggregate_table({label: matrix}, aggregates, reps=reps, seed=seed)
+        if progress is not None:
+          progress.update(1, f"{inp.setting} {label} {summary}")
         for name in aggregates:
           estimate = estimates[name][label]
           paper = (paper_results.table1_value(inp.setting, label)
@@ -229,6 +233,10 @@ def table1_rows(inputs: Sequence[AggregationInput], by_setting: Dict[str, Dict[s
           rows.append(Table1Row(inp.setting, label, summary, name, estimate, matrix.shape[0], matrix.shape[1],
                                 steps, paper))
   return rows
+
+
+def table1_bootstrap_count(inputs: Sequence[AggregationInput]) -> int:
+  return sum(len(inp.curves) for inp in inputs) * len(SUMMARIES)
 
 
 def _num(x: float) -> str:
