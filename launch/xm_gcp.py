@@ -5,7 +5,8 @@ r"""XManager launcher for Vertex AI on GCP: one Vertex AI custom job per run of 
 
 Every job runs the image built from launch/Dockerfile (staged with the repository's source files in a clean
 build context; for TPU executors its ACCELERATOR build arg defaults to 'tpu'; python:3.11, the requirement files installed as the
-Makefile does, the repository copied in; entry point `python -m batch_rl_dr3.train`) with the run's flags:
+Makefile does, the repository copied in; entry point `python -m launch.resumable -- python -m batch_rl_dr3.train`,
+which exits 75 instead of 0 when a SIGTERM stopped the run before its end) with the run's flags:
 `--base_dir=<root>/<run name>` on gs://, the dataset read directly from gs://atari-replay-datasets/dqn (the
 sweep's default_data_dir, or --data_dir). Launching a sweep again starts jobs for every selected run; a
 finished run exits at once (DONE) and an unfinished one resumes from its checkpoints in its base_dir. Use

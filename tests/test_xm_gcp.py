@@ -107,7 +107,7 @@ def test_dockerfile_installs_the_makefiles_requirement_files_and_runs_the_entry_
   assert installed == [("", "requirements.txt"), ("--no-deps ", "requirements-nodeps.txt")]
   for no_deps, path in installed:
     assert f"pip install {no_deps}-r {path}" in dockerfile
-  assert 'ENTRYPOINT ["python", "-m", "batch_rl_dr3.train"]' in dockerfile
+  assert 'ENTRYPOINT ["python", "-m", "launch.resumable", "--", "python", "-m", "batch_rl_dr3.train"]' in dockerfile
   assert "tensorflow-tpu" in dockerfile  # the TPU build of TF for ACCELERATOR=tpu
 
 
