@@ -36,11 +36,11 @@ from typing import Callable, List, Optional
 import gin
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from batch_rl_dr3 import atari_env
 from batch_rl_dr3 import atari_games
 from batch_rl_dr3.errors import ConfigError
+from batch_rl_dr3.progress import Progress
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -114,8 +114,7 @@ def evaluate(policy: Policy, game: str, *, num_steps: int = 125_000,
   num_cut = 0
   started = time.time()
   finished_returns: List[float] = []
-  with tqdm(total=share * num_envs, desc=f"eval {game}", unit="step", disable=not progress,
-            mininterval=2.0, leave=False) as bar:
+  with Progress(f"eval {game}", share * num_envs, "steps", enabled=progress) as bar:
     while active.any():
       actions = _check_actions(policy(states), num_envs, envs.num_actions)
       states, rewards, terminal, truncated = envs.step(actions)
@@ -128,8 +127,7 @@ def evaluate(policy: Policy, game: str, *, num_steps: int = 125_000,
         lengths[i].append(int(episode_steps[i]))
         finished_returns.append(float(episode_return[i]))
       if ended.any():
-        bar.set_postfix(episodes=len(finished_returns), mean_return=f"{np.mean(finished_returns):.1f}",
-                        refresh=False)
+        bar.update(0, f"{len(finished_returns)} episodes, mean return {np.mean(finished_returns):.1f}")
       episode_return[ended] = 0.0
       episode_steps[ended] = 0
       spent = active & (env_steps >= share)

@@ -65,3 +65,24 @@ def test_disabled_shows_nothing(capsys):
   with Progress("x", 3, "steps", enabled=False, terminal=False, log=lines.append) as p:
     p.update(3)
   assert lines == [] and capsys.readouterr().err == ""
+
+
+def test_evaluation_reports_through_the_same_progress_lines(caplog):
+  """Redirected (pytest's stderr is no terminal), an evaluation logs plain lines with its count and rate."""
+  from batch_rl_dr3.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  caplog.set_level("INFO")
+  result = evaluate(lambda states: [0] * len(states), "Breakout", num_steps=120, max_steps_per_episode=50, seed=0,
+                    progress=True)
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval Breakout: ")]
+  assert any(line.startswith(f"eval Breakout: {result.steps:,}/") and " steps/s" in line for line in lines), lines
+  assert not any("\r" in line for line in lines)
+
+
+def test_dataset_loading_reports_rows_rate_and_duration(tmp_path, caplog):
+  from batch_rl_dr3.data import fixed_replay  # pylint: disable=g-import-not-at-top
+  from tests.replay_fixtures import write_run  # pylint: disable=g-import-not-at-top
+  directory = write_run(str(tmp_path), num_checkpoints=2, capacity=120, seed=1)
+  caplog.set_level("INFO")
+  replay = fixed_replay.FixedReplay.from_checkpoints(directory, [0, 1])
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("load 2 checkpoint(s) of ")]
+  assert len(lines) == 1 and f": {replay.num_rows}/{replay.num_rows} rows (100%), " in lines[0] and "took" in lines[0]
