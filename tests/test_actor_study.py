@@ -72,7 +72,7 @@ def test_scores_and_improvements(run_tree):
   np.testing.assert_allclose(cell.scores, [expected_score("antmaze-umaze-v2", 60, s) for s in (0, 1)])
   assert expected_score("antmaze-umaze-v2", 60, 0) == 60 + 17  # mean of the last 5 of 60..79
   assert expected_score("hopper-medium-v2", 40, 0) == 40 + 14.5  # mean of the last 10
-  rows = {(r.algorithm, r.label): r for r in actor_study.study_rows(by_cell)}
+  rows = {(r.algorithm, r.label): r for r in actor_study.study_rows(by_cell, reps=50)}
   mean = lambda agent, label, tasks: np.mean([np.mean([expected_score(t, LEVELS[(agent, label)][t], s)
                                                        for s in (0, 1)]) for t in tasks])
   loco = ["hopper-medium-v2", "walker2d-medium-v2"]
@@ -131,3 +131,19 @@ def test_report_writes_the_actor_study_files(run_tree, tmp_path):
   assert float(diag[("ReBRAC", "pen-cloned-v1")]["action_noise_ratio"]) == pytest.approx(0.5)
   md = (out / "actor_study.md").read_text()
   assert "| rebrac | ReBRAC+LN+DO |" in md and "base" in md
+
+
+def test_probability_of_improvement_by_hand(run_tree):
+  by_cell = actor_study.cells(runs_lib.load_runs([str(run_tree / "*")]))
+  rows = {(r.algorithm, r.label): r for r in actor_study.study_rows(by_cell, reps=200)}
+  assert rows[("rebrac", "ReBRAC")].probability_of_improvement is None
+  # Mann-Whitney by hand, per dataset: P(x > y) + P(x = y) / 2 over all pairs of runs, then mean over datasets.
+  tasks = sorted(LEVELS[("rebrac", "ReBRAC")])
+  per_task = []
+  for t in tasks:
+    x = [expected_score(t, LEVELS[("rebrac", "ReBRAC+LN+DO")][t], s) for s in (0, 1)]
+    y = [expected_score(t, LEVELS[("rebrac", "ReBRAC")][t], s) for s in (0, 1)]
+    per_task.append(np.mean([(a > b) + 0.5 * (a == b) for a in x for b in y]))
+  estimate = rows[("rebrac", "ReBRAC+LN+DO")].probability_of_improvement
+  assert estimate.point == pytest.approx(np.mean(per_task))  # 3 of 4 datasets improve, AntMaze does not: 0.75
+  assert np.mean(per_task) == 0.75 and estimate.lower <= estimate.point <= estimate.upper

@@ -9,7 +9,8 @@ regularizer / combination against the unregularized baseline per domain, rliable
 * Algorithm = run_info's `agent`; the baseline of an algorithm is its label without '+' (e.g. 'ReBRAC' for
   'ReBRAC+LN+DO'), unless `baselines` names another.
 * rliable (aggregate.aggregate_table): median / IQM / mean / optimality gap of the score matrix [runs, datasets],
-  each dataset contributing the same number of runs (the fewest any has; the study pads to 5).
+  each dataset contributing the same number of runs (the fewest any has; the study pads to 5); and the probability
+  of improvement of each variant over its baseline on the datasets both have (aggregate.probability_of_improvement).
 * Diagnostics: per run, the ratio validation / train of each actor metric (train clipped below at 1e-3, ratios >= 10
   dropped) averaged over the last 10 evaluations (5 AntMaze); the noisy-evaluation ratio
   min(max(noisy, 1e-6) / max(clean, 1e-6), 1.1) per dataset, then averaged (reference §4).
@@ -34,6 +35,7 @@ RETURN_COLUMN = "eval/return"
 ACTOR_METRICS = ("dead_neurons_frac", "feature_norms", "feature_means", "feature_stds", "pca_rank", "action_mse")
 VALIDATION_PREFIX, TRAIN_PREFIX = "eval/actor_validation/", "eval/actor_train/"
 NOISY_EVALUATIONS = ("action_noise", "state_noise")
+PROBABILITY_OF_IMPROVEMENT_REPS = 2000  # the study's plotting script
 Warn = Callable[[str], None]
 
 
@@ -121,11 +123,13 @@ class StudyRow:
   averages: Dict[str, float]  # domain or 'all' -> mean over the shared datasets of the per-dataset mean score
   improvements: Dict[str, float]  # domain or 'all' -> improvement % over the baseline on the same datasets
   datasets: Dict[str, int]  # domain or 'all' -> number of datasets averaged
+  probability_of_improvement: Optional[aggregate.IntervalEstimate] = None  # over the baseline, shared datasets
 
 
 def study_rows(by_cell: Mapping[Tuple[str, str, str], Cell], baselines: Optional[Mapping[str, str]] = None,
-               warn: Warn = lambda m: None) -> List[StudyRow]:
-  """One row per (algorithm, label): per-domain average score and improvement over the algorithm's baseline."""
+               warn: Warn = lambda m: None, *, reps: int = 2000, seed: int = 0) -> List[StudyRow]:
+  """One row per (algorithm, label): per-domain average score and improvement over the algorithm's baseline, and
+  rliable's probability of improvement over it (reps bootstrap replications, seeded)."""
   means: Dict[Tuple[str, str], Dict[str, float]] = {}
   for (algorithm, label, task), cell in by_cell.items():
     means.setdefault((algorithm, label), {})[task] = float(cell.scores.mean())
@@ -151,7 +155,14 @@ def study_rows(by_cell: Mapping[Tuple[str, str, str], Cell], baselines: Optional
       if shared and label != base_of.get(algorithm):
         gains[domain] = improvement(float(np.mean([per_task[t] for t in shared])),
                                     float(np.mean([base[t] for t in shared])))
-    rows.append(StudyRow(algorithm, label, label == base_of.get(algorithm), averages, gains, counts))
+    row = StudyRow(algorithm, label, label == base_of.get(algorithm), averages, gains, counts)
+    shared = sorted(t for t in per_task if t in base)
+    if shared and not row.is_baseline:
+      base_key = (algorithm, base_of[algorithm])
+      row.probability_of_improvement = aggregate.probability_of_improvement(
+          score_matrix(by_cell, algorithm, label, shared), score_matrix(by_cell, *base_key, shared),
+          reps=reps, seed=seed)
+    rows.append(row)
   return rows
 
 
@@ -225,29 +236,36 @@ def write_report(runs: Sequence[Run], out: str, *, warn: Warn = lambda m: None, 
   by_cell = cells(runs, warn)
   if not by_cell:
     return []
-  rows = study_rows(by_cell, baselines, warn)
+  # the study's bootstrap sizes: 50,000 for the aggregates' CIs (report --reps), 2,000 for P(improvement)
+  rows = study_rows(by_cell, baselines, warn, reps=min(reps, PROBABILITY_OF_IMPROVEMENT_REPS), seed=seed)
   files = []
   csv_path = os.path.join(out, "actor_study.csv")
   with open(csv_path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["algorithm", "label", "baseline"] + [f"{d}_{k}" for d in DOMAINS + ("all",)
-                                                          for k in ("score", "improvement_pct", "datasets")])
+                                                          for k in ("score", "improvement_pct", "datasets")]
+                    + ["probability_of_improvement", "probability_of_improvement_low",
+                       "probability_of_improvement_high"])
     for r in rows:
       writer.writerow([r.algorithm, r.label, int(r.is_baseline)] + [
           v for d in DOMAINS + ("all",) for v in (r.averages.get(d, ""), r.improvements.get(d, ""),
-                                                  r.datasets.get(d, 0))])
+                                                  r.datasets.get(d, 0))] + (
+          [r.probability_of_improvement.point, r.probability_of_improvement.lower,
+           r.probability_of_improvement.upper] if r.probability_of_improvement else ["", "", ""]))
   table = rliable_table(by_cell, reps=reps, seed=seed)
   lines = ["# Actor regularization: scores and improvement over the unregularized baseline", "",
            "Score: D4RL-normalized, mean of each run's last 10 evaluations (AntMaze 5), mean over seeds per dataset,",
            "then over the datasets of the domain. Improvement % = 100 (variant - baseline) / baseline on the",
            "datasets both have (Tarasov et al. 2024).", "",
-           "| algorithm | label | " + " | ".join(f"{d} score | {d} impr. %" for d in DOMAINS + ("all",)) + " |",
-           "|---|---|" + "---|---|" * (len(DOMAINS) + 1)]
+           "| algorithm | label | " + " | ".join(f"{d} score | {d} impr. %" for d in DOMAINS + ("all",))
+           + " | P(improvement) [95 % CI] |",
+           "|---|---|" + "---|---|" * (len(DOMAINS) + 1) + "---|"]
   for r in rows:
     cells_md = [f"{_fmt(r.averages.get(d, float('nan')))} ({r.datasets.get(d, 0)}) | "
                 f"{'base' if r.is_baseline else _fmt(r.improvements.get(d, float('nan')))}"
                 for d in DOMAINS + ("all",)]
-    lines.append(f"| {r.algorithm} | {r.label} | " + " | ".join(cells_md) + " |")
+    p_improve = r.probability_of_improvement.format(2) if r.probability_of_improvement else "–"
+    lines.append(f"| {r.algorithm} | {r.label} | " + " | ".join(cells_md) + f" | {p_improve} |")
   lines += ["", f"rliable, 95 % stratified-bootstrap CIs ({reps} reps, seed {seed}), score in %:", "",
             "| algorithm / label | " + " | ".join(table) + " |", "|---|" + "---|" * len(table)]
   for name in next(iter(table.values())):

@@ -203,3 +203,20 @@ def average_scores(curves: np.ndarray) -> np.ndarray:
   sums = np.where(finite, curves, 0.0).sum(axis=-1)
   with np.errstate(invalid="ignore", divide="ignore"):
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray, *, reps: int = 2000, seed: int = 0,
+                               confidence: float = 0.95) -> IntervalEstimate:
+  """P(X > Y) of rliable (mean over tasks of the Mann-Whitney U statistic / (n m)) for two [runs, tasks] matrices on
+  the same tasks, with rliable's stratified independent bootstrap CI (seeded like the others)."""
+  scores_x = _check_score_matrix("scores_x", scores_x, ndim=2)
+  scores_y = _check_score_matrix("scores_y", scores_y, ndim=2)
+  if scores_x.shape[1] != scores_y.shape[1]:
+    raise DataError(f"probability_of_improvement: {scores_x.shape[1]} vs {scores_y.shape[1]} tasks; expected the "
+                    f"same tasks in both score matrices")
+  with seeded_global_numpy_rng(seed):
+    points, intervals = rly.get_interval_estimates(
+        {"pair": (scores_x, scores_y)}, lambda x, y: np.array([rly_metrics.probability_of_improvement(x, y)]),
+        reps=reps, confidence_interval_size=confidence)
+  return IntervalEstimate(float(np.ravel(points["pair"])[0]), float(intervals["pair"][0, 0]),
+                          float(intervals["pair"][1, 0]))

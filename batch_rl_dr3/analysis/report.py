@@ -112,7 +112,8 @@ def _diagnostic_plots(groups: tables.RunGroups, out: str, prefix: str, files: Li
       files.append(path)
 
 
-def _continuous_report(runs: Sequence[Run], out: str, *, warn: Callable[[str], None], files: List[str]) -> None:
+def _continuous_report(runs: Sequence[Run], out: str, *, warn: Callable[[str], None], files: List[str],
+                       reps: int = 2000, seed: int = 0) -> None:
   groups = tables.group_runs(runs, "continuous")
   if not groups:
     return
@@ -134,7 +135,7 @@ def _continuous_report(runs: Sequence[Run], out: str, *, warn: Callable[[str], N
     tables.write_table2(all_rows, csv_path, md_path)
     files += [md_path, csv_path]
   _diagnostic_plots(groups, out, "continuous_", files)
-  files += actor_study.write_report(runs, out, warn=warn)  # the actor-regularization study's tables
+  files += actor_study.write_report(runs, out, warn=warn, reps=reps, seed=seed)  # the actor-regularization study
 
 
 def build_report(run_patterns: Sequence[str], out_dir: Optional[str] = None, *, seed: int = 0,
@@ -151,7 +152,7 @@ def build_report(run_patterns: Sequence[str], out_dir: Optional[str] = None, *, 
   os.makedirs(out, exist_ok=True)
   files: List[str] = []
   compact = _atari_report(runs, out, seed=seed, reps=reps, curve_reps=curve_reps, warn=warn, files=files)
-  _continuous_report(runs, out, warn=warn, files=files)
+  _continuous_report(runs, out, warn=warn, files=files, reps=reps, seed=seed)
   print(f"Report of {len(runs)} run(s) in {out}:")
   for path in files:
     print(f"  {os.path.relpath(path, out)}")
