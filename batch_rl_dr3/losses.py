@@ -19,13 +19,16 @@ co-adaptation study:
   'q_learning'  TD learning with the max backup, a' = argmax_a Q_target(s', a) (offline DQN, "TD / Q-learning");
   'sarsa'       TD learning with the dataset's next action a' = a_{t+n} (policy evaluation of the behaviour
                 policy, "TD / SARSA");
-  'monte_carlo' no bootstrapping: supervised regression on the logged discounted return ("MC regression").
+  'monte_carlo' no bootstrapping: supervised regression on the logged discounted return ("MC regression");
+  'behavior_policy' TD learning with a' ~ pi_beta(.|s'), pi_beta cloned from the data ("TD-learning" in the
+                paper's Fig. 1: the behaviour policy's value, but from out-of-sample actions); the agent draws
+                a' from its `BehaviorPolicy` (agents/behavior_policy.py).
 """
 import tensorflow as tf
 
 from batch_rl_dr3.errors import ConfigError
 
-BACKUPS = ("q_learning", "sarsa", "monte_carlo")
+BACKUPS = ("q_learning", "sarsa", "monte_carlo", "behavior_policy")
 
 
 def check_backup(backup: str, where: str = "backup") -> str:

@@ -31,6 +31,7 @@ counter, the agent's RNG, and the sampler when it is a tf.Module) hangs off the 
 """
 from typing import Dict, Optional, Sequence
 
+from absl import logging
 import gin
 import tensorflow as tf
 
@@ -38,6 +39,7 @@ from batch_rl_dr3 import diagnostics
 from batch_rl_dr3 import labels
 from batch_rl_dr3 import losses
 from batch_rl_dr3 import regularizers
+from batch_rl_dr3.agents.behavior_policy import BehaviorPolicy
 from batch_rl_dr3.errors import ConfigError
 
 OBSERVATION_SHAPE = (84, 84, 4)
@@ -64,8 +66,9 @@ class OfflineAgent(tf.Module):
     Args:
       num_actions: size of the discrete action set.
       sampler: any object whose `sample()` returns the batch dict of DESIGN.md (callable in a tf.function).
-      backup: 'q_learning' (max backup), 'sarsa' (dataset next action) or 'monte_carlo' (regress on the
-        return-to-go); see `losses.BACKUPS`.
+      backup: 'q_learning' (max backup), 'sarsa' (dataset next action), 'monte_carlo' (regress on the
+        return-to-go) or 'behavior_policy' (a' ~ pi_beta, a `BehaviorPolicy` cloned from the same data before
+        the first Q step); see `losses.BACKUPS`.
       learning_rate, adam_epsilon: Adam, as Agarwal et al. 2020 (5e-5, 3.125e-4 = 0.01 / 32).
       target_update_period: gradient steps between target syncs (2000 = 8000 agent steps / update period 4).
       clip_rewards: clip the batch reward to [-1, 1] (see the module docstring).
@@ -113,6 +116,9 @@ class OfflineAgent(tf.Module):
     self.optimizer = tf.keras.optimizers.legacy.Adam(learning_rate=learning_rate, epsilon=adam_epsilon)
     # Slots now rather than at the first step, so a checkpoint restores into them directly.
     self.optimizer._create_all_weights(self.online_network.trainable_variables)  # pylint: disable=protected-access
+    # The TD-learning arm of the paper's Fig. 1: pi_beta, cloned on the agent's own sampler before Q trains.
+    self.behavior_policy = BehaviorPolicy(self.num_actions) if self.backup == "behavior_policy" else None
+    self._behavior_policy_ready = self.behavior_policy is None
 
     self._train_step_fn = tf.function(self._train_step, jit_compile=self.jit_compile)
     self._select_action_fn = tf.function(
@@ -203,6 +209,9 @@ class OfflineAgent(tf.Module):
     online, online_next = self._online_outputs(batch)
     if self.backup == "monte_carlo":
       target_next, next_actions = None, batch["next_action"]
+    elif self.backup == "behavior_policy":
+      target_next = self.target_network(batch["next_state"])
+      next_actions = self.behavior_policy.sample(batch["next_state"], self.rng.make_seeds(1)[:, 0])
     else:
       target_next = self.target_network(batch["next_state"])
       next_actions = losses.backup_actions(
@@ -283,8 +292,24 @@ class OfflineAgent(tf.Module):
     return metrics
 
   def train_step(self) -> Dict[str, tf.Tensor]:
-    """One compiled gradient step (sample + loss + update + target sync); returns the metrics dict."""
+    """One compiled gradient step (sample + loss + update + target sync); returns the metrics dict.
+
+    With the 'behavior_policy' backup the first call first clones pi_beta (`pretrain_behavior_policy`)."""
+    if not self._behavior_policy_ready:
+      self.pretrain_behavior_policy()
     return self._train_step_fn()
+
+  def pretrain_behavior_policy(self) -> None:
+    """Behaviour cloning on the agent's sampler until pi_beta has its `pretrain_steps` (none after a resume:
+    the steps done are saved with the agent); then pi_beta stays fixed."""
+    policy = self.behavior_policy
+    remaining = policy.pretrain_steps - int(policy.steps_done)
+    if remaining > 0:
+      step = tf.function(lambda: policy.train_step(self.sampler.sample()), jit_compile=self.jit_compile)
+      losses_seen = [step() for _ in range(remaining)]
+      logging.info("behaviour cloning: %d steps, cross-entropy %.4f -> %.4f", remaining, float(losses_seen[0]),
+                   float(losses_seen[-1]))
+    self._behavior_policy_ready = True
 
   @property
   def train_step_tracing_count(self) -> int:
