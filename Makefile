@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LAUNCH_STAMP := $(VENV)/.installed-launch
 # Some pip mirrors print one "is ignored" warning per package: filtered out, real errors stay visible.
 
-.PHONY: quickstart test test-all bench bench-quick clean-venv
+.PHONY: quickstart test test-all bench bench-quick evidence clean-venv
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c "import sys; assert sys.version_info[:2] == (3, 11)" 2>/dev/null || { echo "Python 3.11 is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
@@ -34,6 +34,10 @@ test: $(STAMP) $(LAUNCH_STAMP)
 
 test-all: $(STAMP) $(LAUNCH_STAMP)
 	$(PY) -m pytest -n 2 -q -m ""
+
+# The README's Replication section: the DR3 paper's qualitative claims in small (~30 min on one CPU core).
+evidence: $(STAMP) $(LAUNCH_STAMP)
+	$(PY) -m launch.small_evidence --out=evidence_out --max_parallel=1
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

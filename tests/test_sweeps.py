@@ -260,3 +260,30 @@ def test_fig3_cog_runs_both_tasks_at_the_papers_two_fractions_with_cogs_crop():
     prior = {"pickplace": "/cog/pickplace_prior.npy", "drawer": "/cog/closed_drawer_prior.npy"}
     assert gin.query_parameter("load_cog.prior_path") == prior[run.labels["task"]]
     gin.clear_config()
+
+
+def test_fig1_and_small_evidence_runs_get_each_backup_through_the_real_gin_parser():
+  import gin
+  from batch_rl_dr3 import train
+  expected = {"monte_carlo": "monte_carlo", "sarsa": "sarsa", "td_behavior_policy": "behavior_policy",
+              "q_learning": "q_learning", "q_learning+dr3": "q_learning", "td_behavior_policy_bc100k": "behavior_policy"}
+  for name, size in (("fig1", 30), ("small_evidence", 30)):
+    sweep = sweep_lib.load_sweep(name)
+    assert len(sweep.runs) == size and len({r.name for r in sweep.runs}) == size
+    for run in sweep.runs:
+      if run.labels["seed"] != "seed0" or run.labels["game"] != "Breakout":
+        continue
+      flags = dict(run.flags)
+      train.parse_gin(run.gin_files, train.flag_bindings("/data", flags["game"], int(flags["run"]),
+                                                         int(flags["seed"])) + list(run.gin_bindings))
+      arm = run.labels["arm"]
+      assert gin.query_parameter("DQN.backup") == expected[arm]
+      assert gin.query_parameter("AtariExperiment.agent_name") == "dqn"
+      assert gin.query_parameter("AtariExperiment.evaluation_steps") == 0
+      assert ("atari/dr3_paper.gin" in run.gin_files) == arm.endswith("+dr3")
+      if name == "fig1":  # the paper's "1% of uniformly-sampled data"
+        assert gin.query_parameter("load_dataset.setting") == "1pct"
+        assert gin.query_parameter("load_dataset.subset") == "uniform"
+        if arm.startswith("td_behavior_policy"):
+          assert gin.query_parameter("BehaviorPolicy.pretrain_steps") == (100_000 if "100k" in arm else 20_000)
+  gin.clear_config()
