@@ -130,6 +130,9 @@ class DistributedTrainStep:
 
   def __init__(self, strategy: tf.distribute.Strategy, agent, global_batch_size: int):
     self.strategy = strategy
+    if getattr(agent, "behavior_policy", None) is not None:
+      raise ConfigError(f"{type(agent).__name__}.backup='behavior_policy' runs on one device only (pi_beta is "
+                        f"cloned before the first step by agent.train_step); use AtariExperiment")
     self.agent = agent
     self.global_batch_size = int(global_batch_size)
     replicas = strategy.num_replicas_in_sync

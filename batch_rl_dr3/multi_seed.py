@@ -68,7 +68,10 @@ class MultiSeedStep:
     return [self._member_step(agent) for agent in self.agents]
 
   def __call__(self) -> List[Dict[str, tf.Tensor]]:
-    """Each agent's metrics of this step, in agent order."""
+    """Each agent's metrics of this step, in agent order (agents with the 'behavior_policy' backup clone their
+    pi_beta first, as their own train_step would)."""
+    for agent in self.agents:
+      agent.pretrain_behavior_policy()
     return self._fn()
 
   @property

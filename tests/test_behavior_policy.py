@@ -110,3 +110,15 @@ def test_train_step_clones_the_policy_first_and_only_once(tiny_torso, tmp_path):
   assert any("behavior_policy/steps_done" in n for n in names), names
   with pytest.raises(ConfigError, match="pretrain_steps"):
     BehaviorPolicy(NUM_ACTIONS, pretrain_steps=0)
+
+
+def test_multi_seed_step_clones_each_members_policy_and_distributed_refuses(tiny_torso):
+  from batch_rl_dr3.distributed import DistributedTrainStep
+  from batch_rl_dr3.multi_seed import MultiSeedStep
+  gin.bind_parameter("BehaviorPolicy.pretrain_steps", 3)
+  agents = [DQN(NUM_ACTIONS, ToySampler(batch_size=8, seed=s), backup="behavior_policy", seed=s) for s in (0, 1)]
+  MultiSeedStep(agents)()
+  assert [int(a.behavior_policy.steps_done) for a in agents] == [3, 3]
+  assert [int(a.gradient_steps) for a in agents] == [1, 1]
+  with pytest.raises(ConfigError, match="behavior_policy.*one device"):
+    DistributedTrainStep(tf.distribute.get_strategy(), agents[0], 8)

@@ -295,13 +295,14 @@ class OfflineAgent(tf.Module):
     """One compiled gradient step (sample + loss + update + target sync); returns the metrics dict.
 
     With the 'behavior_policy' backup the first call first clones pi_beta (`pretrain_behavior_policy`)."""
-    if not self._behavior_policy_ready:
-      self.pretrain_behavior_policy()
+    self.pretrain_behavior_policy()
     return self._train_step_fn()
 
   def pretrain_behavior_policy(self) -> None:
     """Behaviour cloning on the agent's sampler until pi_beta has its `pretrain_steps` (none after a resume:
-    the steps done are saved with the agent); then pi_beta stays fixed."""
+    the steps done are saved with the agent); then pi_beta stays fixed. A no-op for the other backups."""
+    if self._behavior_policy_ready:
+      return
     policy = self.behavior_policy
     remaining = policy.pretrain_steps - int(policy.steps_done)
     if remaining > 0:
