@@ -280,7 +280,7 @@ def test_fig1_and_small_evidence_runs_get_each_backup_through_the_real_gin_parse
       assert gin.query_parameter("DQN.backup") == expected[arm]
       assert gin.query_parameter("AtariExperiment.agent_name") == "dqn"
       assert gin.query_parameter("AtariExperiment.evaluation_steps") == 0
-      assert ("atari/dr3_paper.gin" in run.gin_files) == arm.endswith("+dr3")
+      assert ("atari/dr3.gin" in run.gin_files) == arm.endswith("+dr3")
       if name == "fig1":  # the paper's "1% of uniformly-sampled data"
         assert gin.query_parameter("load_dataset.setting") == "1pct"
         assert gin.query_parameter("load_dataset.subset") == "uniform"

@@ -149,9 +149,12 @@ class OfflineAgent(tf.Module):
 
   def hyperparameters(self) -> Dict[str, object]:
     """The settings that shape what the agent learns (for the run's label; see `batch_rl_dr3.labels`)."""
-    return {"backup": self.backup, "learning_rate": self.learning_rate, "adam_epsilon": self.adam_epsilon,
-            "target_update_period": self.target_update_period, "clip_rewards": self.clip_rewards,
-            "huber_delta": self.huber_delta}
+    values = {"backup": self.backup, "learning_rate": self.learning_rate, "adam_epsilon": self.adam_epsilon,
+              "target_update_period": self.target_update_period, "clip_rewards": self.clip_rewards,
+              "huber_delta": self.huber_delta}
+    if self.behavior_policy is not None:  # pi_beta's cloning length shapes the TD-learning arm's a'
+      values["bc_pretrain_steps"] = self.behavior_policy.pretrain_steps
+    return values
 
   def hyperparameter_defaults(self) -> Dict[str, object]:
     """The constructor defaults of `hyperparameters()`'s entries (what a run with no binding would use)."""
