@@ -1,13 +1,9 @@
 """--estimate: gradient and evaluation steps read from each run's real gin config, and hours at the rates of a
 benchmarks results file, checked against a hand computation on a tiny sweep."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from batch_rl_dr3 import REPO_ROOT
 from batch_rl_dr3.errors import ConfigError
 from launch import estimate as estimate_lib
 from launch import sweep as sweep_lib
@@ -97,26 +93,32 @@ def test_table1_counts_come_from_the_setting_files():
   assert {w.agent for w in works.values()} == {"cql_qr"} and estimate_lib.train_rate_figure("cql_qr+dr3") == "dr3_cost"
 
 
-def test_local_cli_prints_the_estimate_without_a_root(tiny):
+def test_local_cli_prints_the_estimate_without_a_root(tiny, capsys):
+  from launch import local
   sweep, bench = tiny
-  result = subprocess.run([sys.executable, "-m", "launch.local", "--sweep", sweep.path, "--estimate",
-                           "--data_dir", "/d", "--benchmarks", bench, "--steps_per_second", "1000"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert "Estimate for 4 runs of sweep tiny" in result.stdout
-  assert "Total: 1,200 gradient steps, 600 evaluation agent steps" in result.stdout
-  assert "At --steps_per_second=1000: train 0.000333 h + evaluation unknown = unknown" in result.stdout
+  code = local.main(["--sweep", sweep.path, "--estimate", "--data_dir", "/d", "--benchmarks", bench,
+                     "--steps_per_second", "1000"])
+  out = capsys.readouterr().out
+  assert code == 0
+  assert "Estimate for 4 runs of sweep tiny" in out
+  assert "Total: 1,200 gradient steps, 600 evaluation agent steps" in out
+  assert "At --steps_per_second=1000: train 0.000333 h + evaluation unknown = unknown" in out
 
 
-def test_xmanager_launcher_prints_the_same_estimate(tiny):
+def test_xmanager_launcher_prints_the_same_estimate(tiny, capsys):
+  from launch import xm_gcp
   sweep, bench = tiny
-  result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "launch", "xm_gcp.py"), f"--sweep={sweep.path}",
-                           "--estimate", "--data_dir=/d", f"--benchmarks={bench}", "--eval_steps_per_second=100"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
+  xm_gcp.FLAGS(["xm_gcp.py", f"--sweep={sweep.path}", "--estimate", "--data_dir=/d", f"--benchmarks={bench}",
+                "--eval_steps_per_second=100"])
+  try:
+    code = xm_gcp.main([])
+  finally:
+    xm_gcp.FLAGS.unparse_flags()
+  out = capsys.readouterr().out
+  assert code == 0
   # measured: 15 s + 30 s of training = 0.0125 h, 3 s of evaluation; target evaluation 6 s.
-  assert "train 0.0125 h + evaluation 0.000833 h = 0.0133 h" in result.stdout
-  assert "At --eval_steps_per_second=100: train unknown + evaluation 0.00167 h = unknown" in result.stdout
+  assert "train 0.0125 h + evaluation 0.000833 h = 0.0133 h" in out
+  assert "At --eval_steps_per_second=100: train unknown + evaluation 0.00167 h = unknown" in out
 
 
 def test_multi_seed_runs_count_seed_steps_priced_with_the_multi_seed_figure(tiny, tmp_path):

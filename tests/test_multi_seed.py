@@ -18,6 +18,16 @@ from tests import replay_fixtures
 NUM_ACTIONS = 6
 
 
+@pytest.fixture
+def narrow_networks():
+  """A narrow Nature torso (same layers, fewer channels): the equality checked does not depend on width."""
+  import gin
+  gin.bind_parameter("NatureTorso.filters", (4, 8, 8))
+  gin.bind_parameter("NatureTorso.feature_dim", 32)
+  yield
+  gin.clear_config()
+
+
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
   directory = replay_fixtures.write_run(str(tmp_path_factory.mktemp("data")), game="Pong", run=1,
@@ -37,8 +47,8 @@ def _parameters(agent):
 @pytest.mark.parametrize("cls, kwargs", [
     (DQN, lambda: {"penalties": [DR3(0.3, reduction="mean", use_abs=True)], "target_update_period": 2}),
     (REM, lambda: {"num_heads": 4, "target_update_period": 2})])
-def test_one_compiled_step_of_three_seeds_equals_three_separate_agents(replay, cls, kwargs):
-  seeds = (0, 1, 2)
+def test_one_compiled_step_of_several_seeds_equals_separate_agents(replay, narrow_networks, cls, kwargs):
+  seeds = (0, 1)
   separate = [_agent(cls, kwargs, replay, s) for s in seeds]
   together = [_agent(cls, kwargs, replay, s) for s in seeds]
   step = multi_seed.MultiSeedStep(together)
