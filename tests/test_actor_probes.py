@@ -1,11 +1,15 @@
 """The study's protocol inside ContinuousExperiment: the validation split (recorded, never trained on), the actor
 diagnostics per batch against numpy on the actor's own pre-activations, the plasticity probe leaving the actor as
 it was, and the noisy evaluations in Hopper."""
+import functools
+import os
+
 import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from batch_rl_dr3 import runner
 from batch_rl_dr3.continuous import actor_probes
 from batch_rl_dr3.continuous import experiment
 
@@ -104,3 +108,26 @@ def test_state_noise_is_in_the_units_the_actor_sees():
   data, _ = episodic_dataset("x")
   noise = actor_probes.noisy_evaluations(iql_exp.agent)["state_noise"]["state_noise"]
   np.testing.assert_allclose(noise, 0.05 * (data["observation"].std(axis=0) + 1e-3), rtol=1e-5)
+
+
+@pytest.mark.slow  # four runs through the runner (~90 s on the shared CPU)
+def test_diagnostics_leave_training_as_it_was(tmp_path):
+  """Through the runner: with the actor diagnostics and the plasticity probe on, the training metrics of every
+  iteration equal those of a run without them (the probe trains a copy in effect), and a resumed run equals both."""
+  kwargs = dict(gradient_steps_per_iteration=4, tensorboard=False, log_every_steps=4)
+  rows = {}
+  for name, on in (("plain", False), ("probed", True)):
+    create = functools.partial(make, actor_diagnostics=on, plasticity_steps=10, validation_fraction=0.1)
+    rows[name] = runner.run_experiment(str(tmp_path / name), create_experiment=create, num_iterations=3, **kwargs)
+  create = functools.partial(make, plasticity_steps=10, validation_fraction=0.1)
+  runner.run_experiment(str(tmp_path / "resumed"), create_experiment=create, num_iterations=2, **kwargs)
+  os.remove(tmp_path / "resumed" / runner.DONE_FILE)
+  rows["resumed"] = runner.run_experiment(str(tmp_path / "resumed"), create_experiment=create, num_iterations=3,
+                                          **kwargs)
+  train_keys = [k for k in rows["plain"] if k.startswith("train/")]
+  assert train_keys and "eval/plasticity/bc_loss" in rows["probed"]
+  for key in train_keys:
+    assert rows["probed"][key] == pytest.approx(rows["plain"][key], rel=1e-5, abs=1e-7), key
+    assert rows["resumed"][key] == pytest.approx(rows["probed"][key], rel=1e-5, abs=1e-7), key
+  assert rows["resumed"]["eval/plasticity/bc_loss"] == pytest.approx(rows["probed"]["eval/plasticity/bc_loss"],
+                                                                     rel=1e-4)
