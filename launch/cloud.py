@@ -21,6 +21,7 @@ EXIT_BAD_INPUT = 2
 # Relative to the image's working directory, the repository root (train.py resolves gin files from there first).
 TPU_GIN = "launch/gin/tpu.gin"
 MIRRORED_GIN = "launch/gin/mirrored.gin"
+MULTI_SEED_GIN = "launch/gin/multi_seed.gin"
 
 
 def missing_requirements(modules: Mapping[str, str]) -> List[str]:
@@ -84,6 +85,9 @@ def with_parallel_gin(run: sweep_lib.Run, args: Sequence[str], gin_file: str) ->
   if "game" not in dict(run.flags):
     raise ConfigError(f"run {run.name}: only the Atari path has a data-parallel step (launch/gin/); run the "
                       "continuous sweeps on one GPU or on CPUs")
+  if MULTI_SEED_GIN in run.gin_files:
+    raise ConfigError(f"run {run.name}: {MULTI_SEED_GIN} and the data-parallel {gin_file} both choose the "
+                      "experiment; several seeds per job are not offered on these launchers")
   args = list(args)
   last_gin_file = max((i for i, a in enumerate(args) if a.startswith("--gin_files=")), default=0)
   return args[:last_gin_file + 1] + [f"--gin_files={gin_file}"] + args[last_gin_file + 1:]

@@ -117,7 +117,8 @@ def submit(args, manifests) -> None:
       if not failed:
         counts["kept"] += 1
         continue
-      batch.delete_namespaced_job(name, args.namespace, propagation_policy="Foreground")
+      # Background: the Job object goes at once (its pods after), so the new one can take its name.
+      batch.delete_namespaced_job(name, args.namespace, propagation_policy="Background")
       counts["replaced"] += 1
     else:
       counts["created"] += 1

@@ -106,6 +106,8 @@ def test_cloud_runs_refuse_local_roots_and_the_continuous_path():
   table2 = sweep_lib.load_sweep("table2")
   with pytest.raises(ConfigError, match=r"run table2/kitchen-mixed-v0/cql/seed0: only the Atari path"):
     cloud.cloud_runs(table2.runs, ROOT, "gs://d", where="Vertex AI")
+  with pytest.raises(ConfigError, match=r"launch/gin/multi_seed.gin and the data-parallel launch/gin/tpu.gin"):
+    cloud.cloud_runs(sweep.runs, ROOT, "gs://d", where="GKE", extra_gin_files=["launch/gin/multi_seed.gin"])
   with pytest.raises(ConfigError, match=r"--tpu=v4; expected one of v5e, v5p, v6e"):
     cloud.tpu_slice("v4", vertex.OFFERED)
 
