@@ -57,13 +57,15 @@ def expected_transitions(data):
 
 def d4rl_qlearning_dataset(dataset, terminate_on_end=False):
   """The loop of D4RL's `qlearning_dataset` (Farama-Foundation/D4RL d4rl/__init__.py), transcribed line by line
-  for a dataset with `timeouts` (our loaders require them). The independent reference of the 'd4rl' rule."""
+  for a dataset with `timeouts` (our loaders require them), with the actor-regularization study's `next_actions`
+  (DT6A/ActoReg rebrac.py's copy of the loop). The independent reference of the 'd4rl' rule."""
   n = dataset["rewards"].shape[0]
-  obs_, next_obs_, action_, reward_, done_ = [], [], [], [], []
+  obs_, next_obs_, action_, reward_, done_, next_action_ = [], [], [], [], [], []
   for i in range(n - 1):
     obs = dataset["observations"][i].astype(np.float32)
     new_obs = dataset["observations"][i + 1].astype(np.float32)
     action = dataset["actions"][i].astype(np.float32)
+    new_action = dataset["actions"][i + 1].astype(np.float32)
     reward = dataset["rewards"][i].astype(np.float32)
     done_bool = bool(dataset["terminals"][i])
     final_timestep = dataset["timeouts"][i]
@@ -74,14 +76,16 @@ def d4rl_qlearning_dataset(dataset, terminate_on_end=False):
     action_.append(action)
     reward_.append(reward)
     done_.append(done_bool)
+    next_action_.append(new_action)
   return {"observations": np.array(obs_), "actions": np.array(action_), "next_observations": np.array(next_obs_),
-          "rewards": np.array(reward_), "terminals": np.array(done_)}
+          "rewards": np.array(reward_), "terminals": np.array(done_), "next_actions": np.array(next_action_)}
 
 
 def as_ours(q):
   """D4RL's output keys -> ours (discount = 1 - done)."""
   return {"observation": q["observations"], "action": q["actions"], "reward": q["rewards"],
-          "next_observation": q["next_observations"], "discount": 1.0 - q["terminals"].astype(np.float32)}
+          "next_observation": q["next_observations"], "discount": 1.0 - q["terminals"].astype(np.float32),
+          "next_action": q["next_actions"]}
 
 
 def edge_case_arrays(next_observations):
@@ -130,12 +134,16 @@ def test_episode_paths_equal_d4rl_but_where_rlds_lost_the_rows(tmp_path, with_ne
     want[key] = np.concatenate([want[key], data[column][extra_rows].astype(np.float32)])
   want["next_observation"] = np.concatenate([want["next_observation"], np.zeros((2, 17), np.float32)])
   want["discount"] = np.concatenate([want["discount"], np.zeros(2, np.float32)])
+  want["next_action"] = np.concatenate([want["next_action"], np.zeros((2, data["actions"].shape[1]), np.float32)])
   got, want = sort_rows(got), sort_rows(want)
   assert len(got["reward"]) == len(want["reward"]) == 15
   terminal = want["discount"] == 0.0
   assert terminal.sum() == 3
   # (1) the s' of terminal transitions is a placeholder: D4RL's next row vs the RLDS observation-only step.
   want["next_observation"][terminal] = got["next_observation"][terminal]
+  # ... and so is a' (times discount 0 wherever it is used): D4RL's next row vs the episode's padding action.
+  np.testing.assert_array_equal(got["next_action"][terminal], np.zeros_like(got["next_action"][terminal]))
+  want["next_action"][terminal] = 0.0
   assert_transitions_equal(got, want)
   placeholders = got["next_observation"][terminal]
   if with_next and path_kind == "rlds":  # our converter: that episode's next_observations row

@@ -193,3 +193,42 @@ def test_expectile_value_converges_to_the_expectile():
   xs = x.numpy()
   balance = 0.9 * np.maximum(xs - v.numpy(), 0).mean() - 0.1 * np.maximum(v.numpy() - xs, 0).mean()
   assert abs(balance) < 1e-4 and v.numpy() > np.mean(xs)
+
+
+@pytest.mark.parametrize("recipe", [
+    pytest.param(["continuous/study/rebrac.gin", "continuous/study/rebrac_comb.gin"], marks=pytest.mark.slow),
+    ["continuous/study/iql.gin", "continuous/study/iql_comb.gin"]], ids=["rebrac", "iql"])
+def test_study_recipe_with_dr3_trains_end_to_end_from_a_d4rl_file(tmp_path, recipe):
+  """python -m batch_rl_dr3.train's path: the study's gin + the best combination + continuous/dr3.gin on a
+  D4RL-format hopper file (next actions from the loader), evaluation in gymnasium's Hopper."""
+  import json
+  import os
+  import gin
+  import pandas as pd
+  from batch_rl_dr3 import train
+  from batch_rl_dr3.data import d4rl
+  rng = np.random.default_rng(0)
+  n = 300
+  data = {"observations": rng.normal(size=(n, 11)).astype(np.float32),
+          "actions": rng.uniform(-1, 1, (n, 3)).astype(np.float32), "rewards": rng.normal(size=n).astype(np.float32),
+          "terminals": np.zeros(n, bool), "timeouts": np.zeros(n, bool)}
+  data["timeouts"][99::100] = True
+  path = str(tmp_path / "hopper_medium-v2.hdf5")
+  d4rl.write_d4rl_hdf5(path, data)
+  base_dir = str(tmp_path / "run")
+  bindings = ["DATASET = 'hopper-medium-v2'", f"load_d4rl.hdf5_path = '{path}'", "run_experiment.num_iterations = 2",
+              "run_experiment.gradient_steps_per_iteration = 2", "run_experiment.tensorboard = False",
+              "ContinuousExperiment.batch_size = 16", "ContinuousExperiment.eval_episodes = 1",
+              "ContinuousExperiment.eval_max_episode_steps = 10", "ReBracAgent.actor_hidden_units = (32, 32, 32)",
+              "ReBracAgent.critic_hidden_units = (32, 32)", "IqlAgent.hidden_units = (32, 32)"]
+  try:
+    train.train(base_dir, recipe + ["continuous/dr3.gin"], bindings)
+  finally:
+    gin.clear_config()
+  rows = pd.read_csv(os.path.join(base_dir, "metrics.csv"))
+  for column in ("train/critic_loss", "train/actor_loss", "train/dr3", "train/dot_product", "eval/return"):
+    assert column in rows and np.all(np.isfinite(rows[column])), column
+  info = json.load(open(os.path.join(base_dir, "run_info.json")))
+  variant = "ReBRAC+LN+DO+GrN(tuned)" if "rebrac" in recipe[0] else "IQL+LN+DO+WD(tuned)"
+  assert info["label"].startswith(variant + "+DR3 (c0=0.001")  # the one label rule (batch_rl_dr3.labels)
+  assert info["dr3_coefficient"] == 0.001 and info["task"] == "hopper-medium-v2"

@@ -259,6 +259,82 @@ def test_fig3_cog_runs_both_tasks_at_the_papers_two_fractions_with_cogs_crop():
     assert gin.query_parameter("ImageEncoder.augmentation_padding") == 4
     prior = {"pickplace": "/cog/pickplace_prior.npy", "drawer": "/cog/closed_drawer_prior.npy"}
     assert gin.query_parameter("load_cog.prior_path") == prior[run.labels["task"]]
+
+
+def _operative(binding):
+  """The value gin would pass for `binding`, evaluating `@x/study_value()`-style references."""
+  import gin
+  value = gin.query_parameter(binding)
+  if isinstance(value, gin.config.ConfigurableReference) and value.evaluate:
+    return value.scoped_configurable_fn()
+  return value
+
+
+def test_actor_regularization_sweeps_cover_every_dataset_regularizer_and_seed():
+  from batch_rl_dr3.continuous import study
+  assert len(study.DATASETS) == 36 and len({study.domain_of(d) for d in study.DATASETS}) == 3
+  sizes = {"actor_reg_rebrac": 22, "actor_reg_iql": 17, "actor_reg_dr3": 10}
+  for name, points in sizes.items():
+    sweep = sweep_lib.load_sweep(name)
+    assert len(sweep.runs) == points * 36 * 5
+    names = [r.name for r in sweep.runs]
+    assert len(set(names)) == len(names)
+    assert {r.labels["dataset"] for r in sweep.runs} == set(study.DATASETS)
+    assert {r.labels["seed"] for r in sweep.runs} == {f"seed{s}" for s in range(5)}
+  rebrac_points = {r.labels["regularizer"] for r in sweep_lib.load_sweep("actor_reg_rebrac").runs}
+  assert {"base", "LN", "FN", "GN", "SN", "DO", "L2", "L1", "EN", "InN", "BCN", "GrN", "LN+DO+GrN", "comb"} <= rebrac_points
+
+
+def test_actor_regularization_runs_get_the_table_values_through_the_real_gin_parser():
+  import gin
+  from batch_rl_dr3 import train
+  from batch_rl_dr3.continuous import actor_regularization
+  from batch_rl_dr3.continuous import study
+  runs = {r.name: r for name in ("actor_reg_rebrac", "actor_reg_iql", "actor_reg_dr3")
+          for r in sweep_lib.load_sweep(name).runs}
+
+  def parse(name):
+    run = runs[name]
+    train.parse_gin(run.gin_files, [b.replace("${data_dir}", "/data") for b in run.gin_bindings])
+    return actor_regularization.ActorRegularization()
+
+  try:
+    reg = parse("actor_reg_rebrac/comb/hopper-medium-replay-v2/seed3")
+    assert gin.query_parameter("ContinuousExperiment.agent_name") == "rebrac"
+    assert _operative("ContinuousExperiment.task") == "hopper-medium-replay-v2"
+    assert (reg.layer_norm, reg.dropout_rate, reg.grad_noise) == (True, 0.0, 0.003)  # §3.3
+    assert _operative("ReBracAgent.actor_bc_coef") == 0.01 and _operative("ReBracAgent.num_classes") == 401
+    assert _operative("ReBracAgent.v_expand") == -0.05 and _operative("ContinuousExperiment.batch_size") == 1024
+    assert _operative("ContinuousExperiment.actor_variant") == "LN+DO+GrN(tuned)"
+
+    parse("actor_reg_rebrac/L1/antmaze-large-diverse-v2/seed0")
+    reg = actor_regularization.ActorRegularization()
+    assert (reg.weight_decay, reg.l1_ratio, reg.layer_norm) == (1e-5, 1.0, False)
+    assert _operative("ReBracAgent.gamma") == 0.999 and _operative("load_d4rl.reward_scale") == 100.0
+    assert (_operative("ReBracAgent.v_min"), _operative("ReBracAgent.v_max")) == (0.0, 100.0)
+    assert _operative("run_experiment.num_iterations") * _operative(
+        "run_experiment.gradient_steps_per_iteration") == 1_000_000
+    assert _operative("ContinuousExperiment.eval_episodes") == 100
+
+    reg = parse("actor_reg_iql/base/pen-cloned-v1/seed1")
+    assert gin.query_parameter("ContinuousExperiment.agent_name") == "iql"
+    assert reg.dropout_rate == 0.1 and not reg.layer_norm  # Adroit baseline keeps IQL's dropout
+    assert (_operative("IqlAgent.expectile"), _operative("IqlAgent.temperature")) == (0.9, 10)
+    assert _operative("ContinuousExperiment.batch_size") == 256 and _operative("IqlAgent.tau") == 0.005
+
+    reg = parse("actor_reg_dr3/iql-comb+dr3-c0.0001/antmaze-large-diverse-v2/seed4")
+    assert (reg.layer_norm, reg.dropout_rate, reg.weight_decay, reg.l1_ratio) == (True, 0.1, 0.01, 0.5)
+    assert gin.query_parameter("ContinuousExperiment.dr3_coefficient") == 0.0001
+    assert gin.query_parameter("dr3_penalty.use_abs") is False
+    assert _operative("ContinuousExperiment.actor_variant") == "LN+DO+WD(tuned)"
+    parse("actor_reg_dr3/rebrac-comb+dr3/walker2d-medium-v2/seed0")
+    assert gin.query_parameter("ContinuousExperiment.dr3_coefficient") == 0.001
+    assert _operative("study_value.dataset") == "walker2d-medium-v2"
+    from batch_rl_dr3.data import d4rl
+    for dataset in study.DATASETS:
+      assert study.study_value("rebrac_num_classes", dataset) in (201, 401)
+      d4rl.tfds_name(dataset)  # a task the D4RL loader knows
+  finally:
     gin.clear_config()
 
 

@@ -32,6 +32,7 @@ from batch_rl_dr3.continuous import networks
 from batch_rl_dr3.continuous import offline_actor_critic
 from batch_rl_dr3.continuous import rebrac
 from batch_rl_dr3.continuous import replay as replay_lib
+from batch_rl_dr3.continuous import study  # noqa: F401  (registers @study_value for the study's gin files)
 from batch_rl_dr3.continuous import sac
 from batch_rl_dr3.data import cog  # noqa: F401  (registers @load_cog for gin)
 from batch_rl_dr3.data import d4rl
@@ -116,7 +117,7 @@ class ContinuousExperiment(tf.Module):
                action_bounds=(-1.0, 1.0), validation_fraction: float = 0.0, validation_selection: str = "random",
                validation_seed: int = 0, actor_diagnostics: bool = False, noisy_evaluation: bool = False,
                plasticity_steps: int = 100, plasticity_batch_size: Optional[int] = None,
-               setting: Optional[str] = None):
+               setting: Optional[str] = None, actor_variant: Optional[str] = None):
     super().__init__(name="ContinuousExperiment")
     if agent_name not in AGENTS:
       raise ConfigError(f"ContinuousExperiment.agent_name={agent_name!r}; expected one of {AGENTS}")
@@ -125,11 +126,14 @@ class ContinuousExperiment(tf.Module):
     self._dr3_coefficient = dr3_coefficient
     self._regularization = actor_regularization.ActorRegularization()
     actor_label = self._regularization.short_label()
-    # The one label rule (batch_rl_dr3.labels): the actor regularizers on, DR3's c0 and its form as bound on
-    # dr3_penalty.
-    parts = ([(actor_label, {})] if actor_label else []) + (
-        [_dr3_label_part(dr3_coefficient)] if dr3_coefficient else [])
-    self._label = labels.run_label(agent_name, {}, parts, label=label)
+    # The one label rule (batch_rl_dr3.labels): the actor-regularization variant, DR3's c0 and its form as bound on
+    # dr3_penalty. The variant is `actor_variant` when given (the study's names: 'LN', 'LN+DO+GrN(tuned)'; '' for
+    # the algorithm's own baseline, e.g. IQL's dropout on Adroit), else the regularizers on with their settings.
+    if actor_variant is None:
+      actor_parts = [(actor_label, self._regularization.non_default())] if actor_label else []
+    else:
+      actor_parts = [(actor_variant, {})] if actor_variant else []
+    label_parts = actor_parts + ([_dr3_label_part(dr3_coefficient)] if dr3_coefficient else [])
     self._eval_episodes, self._eval_max_steps = eval_episodes, eval_max_episode_steps
     arrays, self._source = load_dataset(task=task)
     # The study's validation split (data/splits.py): held-out episodes never enter the replay nor the agent's
@@ -147,6 +151,9 @@ class ContinuousExperiment(tf.Module):
                                          image_observations=self._image_observations,
                                          dr3_coefficient=dr3_coefficient, seed=seed, transitions=arrays,
                                          regularization=self._regularization)
+    # Settings that change the algorithm itself (ReBRAC's squared-error critic) are part of the label too.
+    algorithm_settings = self.agent.label_settings() if hasattr(self.agent, "label_settings") else {}
+    self._label = labels.run_label(agent_name, algorithm_settings, label_parts, label=label)
     self._train = tf.function(self._train_step_fn)
     rng = np.random.default_rng(seed + 1)
     self._srank_indices = rng.integers(0, self.replay.size, size=min(srank_batch_size, self.replay.size))

@@ -136,6 +136,10 @@ class ReBracAgent(offline_actor_critic.OfflineActorCritic):
     self._high = float(np.max(action_spec.maximum))
 
   # ------------------------------------------------------------------ accessors
+  def label_settings(self):
+    """What distinguishes this ReBRAC from the study's default in a run label: the original squared-error critic."""
+    return {} if self._critic_head == "hl_gauss" else {"critic_head": self._critic_head}
+
   @property
   def target_actor_network(self):
     return self._target_actor

@@ -186,7 +186,9 @@ def hdf5_episodes(data: Dict[str, np.ndarray]) -> Iterator[Dict[str, np.ndarray]
 def qlearning_transitions(data: Dict[str, np.ndarray], source: str) -> Dict[str, np.ndarray]:
   """D4RL arrays -> D4RL's `qlearning_dataset(terminate_on_end=False)` transitions, in file order.
 
-  Rows i < N - 1 without a time-out; s' = observations[i + 1]; discount = 1 - terminals[i] (module docstring).
+  Rows i < N - 1 without a time-out; s' = observations[i + 1]; discount = 1 - terminals[i] (module docstring);
+  next_action = actions[i + 1], as the actor-regularization study's extension of qlearning_dataset (DT6A/ActoReg
+  rebrac.py) gives ReBRAC's critic BC term (after a terminal: the next episode's first action, times discount 0).
   """
   observations = np.asarray(data["observations"])
   timeouts = np.asarray(data["timeouts"]).reshape(-1).astype(bool)
@@ -200,6 +202,7 @@ def qlearning_transitions(data: Dict[str, np.ndarray], source: str) -> Dict[str,
       "reward": np.asarray(data["rewards"]).reshape(len(observations))[rows],
       "next_observation": observations[rows + 1],
       "discount": 1.0 - terminals[rows],
+      "next_action": np.asarray(data["actions"])[rows + 1],
   }
   return rlds.normalise_dtypes(arrays, source)
 
