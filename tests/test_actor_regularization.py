@@ -222,7 +222,8 @@ def test_every_agent_takes_the_actor_regularizers_from_gin(agent_name):
     assert any(not np.allclose(b, g.numpy()) for b, g in zip(before, gammas))
     optimizers = [getattr(agent, "actor_optimizer", None), getattr(agent, "_actor_optimizer", None)]
     assert any(isinstance(o, ar.RegularizedAdam) and int(o.iterations) >= 1 for o in optimizers)
-    assert exp.run_info()["label"].split("+")[1:] == ["LN", "DO", "GrN", "L2"]
+    label = exp.run_info()["label"]  # the one label rule: regularizers on, then their settings
+    assert label.split(" (")[0].split("+")[1:] == ["LN", "DO", "GrN", "L2"] and "dropout_rate=0.1" in label
     assert exp.run_info()["actor_regularization"]["dropout_rate"] == 0.1
     # Dropout is off outside training: two inference passes agree.
     f1, f2 = (agent.actor_features(np.ones((3, 5), np.float32)).features.numpy() for _ in range(2))
