@@ -11,7 +11,7 @@ import importlib
 import json
 import re
 import sys
-from typing import Callable, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from batch_rl_dr3.errors import ConfigError
 from launch import sweep as sweep_lib
