@@ -123,6 +123,12 @@ class AtariExperiment:
   def train_step(self):
     return self.agent.train_step()
 
+  def reinitialization_steps(self):
+    return self.agent.reinitialization_steps()
+
+  def reinitialize(self, gradient_step: int) -> None:
+    self.agent.reinitialize(gradient_step)
+
   def diagnostics(self, iteration: int) -> Dict[str, float]:
     return {k: float(np.asarray(v))
             for k, v in self.agent.representation_diagnostics(self._diagnostics_batch).items()}

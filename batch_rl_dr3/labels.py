@@ -65,6 +65,8 @@ def format_value(value: Any) -> str:
     return str(value).lower()
   if isinstance(value, float):
     return f"{value:g}"
+  if isinstance(value, (list, tuple)):
+    return "+".join(format_value(v) for v in value)
   return str(value)
 
 

@@ -9,6 +9,7 @@ uint8 frames / 255, conv 32x8 stride 4, 64x4 stride 2, 64x3 stride 1 (padding 's
 dense 512 ReLU. Plain Keras 2 (tf-keras) layers, so the networks are checkpointable with `tf.train.Checkpoint`.
 """
 import collections
+from typing import Dict
 
 import gin
 import tensorflow as tf
@@ -50,6 +51,15 @@ class NatureTorso(tf.keras.layers.Layer):
     for conv in self.convs:
       x = conv(x)
     return self.dense(self.flatten(x))
+
+
+def named_layers(network) -> Dict[str, tf.keras.layers.Layer]:
+  """The layers of a torso network by name, input to output: conv1, conv2, conv3, features (the penultimate
+  dense layer), head (the output layer)."""
+  layers = {conv.name: conv for conv in network.torso.convs}
+  layers[network.torso.dense.name] = network.torso.dense
+  layers[network.head.name] = network.head
+  return layers
 
 
 class _TorsoNetwork(tf.keras.Model):

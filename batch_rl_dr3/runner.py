@@ -83,6 +83,10 @@ class Experiment(Protocol):
   def run_info(self) -> Dict[str, Any]:
     """Description of the run for run_info.json (domain, game or task, agent, label, ...)."""
 
+  # Optional: layer re-initialization during training (Atari: OfflineAgent.reinitialize_*).
+  # def reinitialization_steps(self) -> Sequence[int]: gradient steps (from 1, whole run) to call it after;
+  # def reinitialize(self, gradient_step: int) -> None.
+
 
 def _atomic_write(path: str, text: str) -> None:
   tmp = f"{path}.tmp-{os.getpid()}"
@@ -420,6 +424,7 @@ def _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_
   # One line every log_every_steps when not on a terminal (that is what the binding asks for).
   progress = Progress("train", total_steps, "steps", initial=start * gradient_steps_per_iteration + start_step,
                       every_seconds=0)
+  reinitialization_steps = set(getattr(experiment, "reinitialization_steps", tuple)())
   for iteration in range(start, num_iterations):
     checkpoint_note = (f"Last good checkpoint: iteration {iteration} in {manager.directory}."
                        if iteration > 0 else "No checkpoint was written yet.")
@@ -433,6 +438,8 @@ def _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_
     shown_step = first_step - 1
     for step in range(first_step, gradient_steps_per_iteration + 1):
       metrics = experiment.train_step()
+      if iteration * gradient_steps_per_iteration + step in reinitialization_steps:
+        experiment.reinitialize(iteration * gradient_steps_per_iteration + step)
       accumulator.add(metrics)
       if step % log_every_steps == 0 or step == gradient_steps_per_iteration:
         latest = {k: _to_float(v) for k, v in metrics.items()}

@@ -335,3 +335,40 @@ def test_representation_diagnostics_on_a_fixed_batch():
                              rtol=1e-5)
   np.testing.assert_allclose(got["fixed_batch/prop32_ratio"], (phi * phi_next).sum(1)[live].sum() * 0.99
                              / (phi ** 2).sum(1)[live].sum(), rtol=1e-4)
+
+
+def test_layer_reinitialization_gives_fresh_seeded_weights_and_leaves_the_rest():
+  agent = DQN(A, TableSampler(), penalties=[DR3(0.01)], reinitialize_layers=["head"], reinitialize_at_steps=[2])
+  for _ in range(2):
+    agent.train_step()
+  before = {v.name: v.numpy().copy() for v in agent.online_network.variables}
+  target_before = [v.numpy().copy() for v in agent.target_network.variables]
+  agent.reinitialize_layers_now(["head", "features"], seed=11)
+  head, dense = agent.online_network.head, agent.online_network.torso.dense
+  # A fresh initialization with the same seeds: 'features' is the 4th named layer (seed 11 + 3), 'head' the 5th.
+  np.testing.assert_array_equal(head.kernel, tf.keras.initializers.GlorotUniform(seed=15)(head.kernel.shape))
+  np.testing.assert_array_equal(dense.kernel, tf.keras.initializers.GlorotUniform(seed=14)(dense.kernel.shape))
+  np.testing.assert_array_equal(head.bias, np.zeros(head.bias.shape))
+  fresh = tf.keras.layers.Dense(head.units, kernel_initializer=tf.keras.initializers.GlorotUniform(seed=15))
+  fresh.build((None, dense.units))
+  np.testing.assert_array_equal(head.kernel, fresh.kernel)
+  assert not np.array_equal(before[head.kernel.name], head.kernel.numpy())
+  renewed = {head.kernel.name, head.bias.name, dense.kernel.name, dense.bias.name}
+  for variable in agent.online_network.variables:
+    if variable.name not in renewed:
+      np.testing.assert_array_equal(variable, before[variable.name], err_msg=variable.name)
+  for variable, value in zip(agent.target_network.variables, target_before):
+    np.testing.assert_array_equal(variable, value)
+  assert float(tf.reduce_sum(tf.abs(agent.optimizer.get_slot(head.kernel, "m")))) == 0.0
+  assert float(tf.reduce_sum(tf.abs(agent.optimizer.get_slot(agent.online_network.torso.convs[0].kernel, "m")))) > 0
+  # The runner's hook: only at the configured steps, seeded from (agent seed, step), so two runs agree.
+  other = DQN(A, TableSampler(), reinitialize_layers=["head"], reinitialize_at_steps=[2])
+  for call in (agent, other):
+    call.reinitialize(2)
+  np.testing.assert_array_equal(agent.online_network.head.kernel, other.online_network.head.kernel)
+  kernel = agent.online_network.head.kernel.numpy().copy()
+  agent.reinitialize(3)
+  np.testing.assert_array_equal(agent.online_network.head.kernel, kernel)
+  assert agent.label_parts()["settings"] == {"reinitialize_layers": ("head",), "reinitialize_at_steps": (2,)}
+  with pytest.raises(ConfigError, match=r"reinitialize_layers=\['fc'\].*expected layers among"):
+    DQN(A, TableSampler(), reinitialize_layers=["fc"], reinitialize_at_steps=[5])

@@ -395,3 +395,35 @@ def test_run_ends_with_a_summary_line(tmp_path, caplog):
   final_return = float(_rows(tmp_path)[-1]["eval/return"])
   assert last[0].startswith(f"Run finished: results in {tmp_path} (metrics.csv, tensorboard/, checkpoints/); "
                             f"final eval return={final_return:.4g}")
+
+
+class ReinitializedExperiment(LeastSquaresExperiment):
+  """Resets w to zero after the configured gradient steps (the runner's re-initialization hook)."""
+
+  def __init__(self, seed=0, steps=(), **kwargs):
+    super().__init__(seed=seed, **kwargs)
+    self.steps, self.calls = tuple(steps), []
+
+  def reinitialization_steps(self):
+    return self.steps
+
+  def reinitialize(self, gradient_step):
+    self.calls.append((gradient_step, int(self.optimizer.iterations)))
+    self.w.assign(tf.zeros([3]))
+
+
+def test_runner_calls_reinitialize_after_the_configured_global_gradient_steps(tmp_path):
+  made = []
+
+  def create(seed):
+    made.append(ReinitializedExperiment(seed=seed, steps=(7, 20, 25)))
+    return made[-1]
+
+  runner.run_experiment(str(tmp_path), create_experiment=create, num_iterations=3, gradient_steps_per_iteration=10,
+                        seed=3, log_every_steps=5)
+  # Global steps 7, 20 and 25, each right after that many gradient steps (20: the last step of iteration 1).
+  assert made[-1].calls == [(7, 7), (20, 20), (25, 25)]
+  # w was zeroed after step 25: 5 SGD steps from zero since, so far from the fit of an un-reset run.
+  reference = tmp_path / "reference"
+  _run(reference, 3)
+  assert abs(float(_rows(tmp_path)[-1]["eval/return"]) - float(_rows(reference)[-1]["eval/return"])) > 1e-3

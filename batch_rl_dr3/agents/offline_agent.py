@@ -33,11 +33,13 @@ from typing import Dict, Optional, Sequence
 
 from absl import logging
 import gin
+import numpy as np
 import tensorflow as tf
 
 from batch_rl_dr3 import diagnostics
 from batch_rl_dr3 import labels
 from batch_rl_dr3 import losses
+from batch_rl_dr3 import networks
 from batch_rl_dr3 import regularizers
 from batch_rl_dr3.agents.behavior_policy import BehaviorPolicy
 from batch_rl_dr3.errors import ConfigError
@@ -60,6 +62,7 @@ class OfflineAgent(tf.Module):
                learning_rate: float = 5e-5, adam_epsilon: float = 3.125e-4,
                target_update_period: int = 2000, clip_rewards: bool = False, huber_delta: float = 1.0,
                penalties: Sequence[regularizers.Penalty] = (),
+               reinitialize_layers: Sequence[str] = (), reinitialize_at_steps: Sequence[int] = (),
                next_state_metrics: bool = True, jit_compile: bool = False, seed: int = 0,
                data_setting: Optional[str] = None, name: Optional[str] = None):
     """
@@ -76,6 +79,10 @@ class OfflineAgent(tf.Module):
       penalties: `regularizers.Penalty` objects added to the loss (DR3 in any form, srank, ...), each with its
         coefficient as a tf.Variable: a penalty built with coefficient 0 can be raised later without retracing,
         and gives the same parameters as no penalty while it is 0.
+      reinitialize_layers, reinitialize_at_steps: re-initialize these layers of the online network ('head',
+        'features', 'conv3', ...; see `networks.named_layers`) after each of these gradient steps (counted from
+        1 over the whole run), as the paper's appendix robustness study (Zhang et al. 2019); the runner calls
+        `reinitialize(step)`. See `reinitialize_layers_now`.
       next_state_metrics: compute phi(s') every step for the metrics dot_product, dot_product_abs and
         next_feature_norm even when no penalty needs it. False drops those metrics and one forward pass (about
         20 % of a DQN step on CPU); with a penalty that reads phi(s') they are always computed.
@@ -102,6 +109,7 @@ class OfflineAgent(tf.Module):
     # One online forward over [s; s'] (2B) instead of two over B: measured faster on CPU with DR3 on.
     self._fused_next_forward = True
     self.gradient_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="gradient_steps")
+    self.seed = int(seed)
     self.rng = tf.random.Generator.from_seed(seed)
 
     self.online_network = self.make_network(self.num_actions, "online")
@@ -110,6 +118,14 @@ class OfflineAgent(tf.Module):
     self.online_network(dummy)
     self.target_network(dummy)
     self.sync_target()
+    self.reinitialize_layers = tuple(reinitialize_layers)
+    self.reinitialize_at_steps = tuple(sorted(int(s) for s in reinitialize_at_steps))
+    unknown = sorted(set(self.reinitialize_layers) - set(networks.named_layers(self.online_network)))
+    if unknown or bool(self.reinitialize_layers) != bool(self.reinitialize_at_steps) or (
+        self.reinitialize_at_steps and self.reinitialize_at_steps[0] < 1):
+      raise ConfigError(f"{type(self).__name__}: reinitialize_layers={list(self.reinitialize_layers)}, "
+                        f"reinitialize_at_steps={list(self.reinitialize_at_steps)}; expected layers among "
+                        f"{list(networks.named_layers(self.online_network))}, steps >= 1, both or neither given")
     # The legacy Keras Adam applies each variable with one fused ResourceApplyAdam kernel, as Dopamine's
     # tf.compat.v1 AdamOptimizer does (same epsilon-hat form); the newer Keras Adam spends several
     # elementwise passes per variable and made the whole step ~1.4x slower on CPU (bench_agents).
@@ -151,7 +167,8 @@ class OfflineAgent(tf.Module):
     """The settings that shape what the agent learns (for the run's label; see `batch_rl_dr3.labels`)."""
     values = {"backup": self.backup, "learning_rate": self.learning_rate, "adam_epsilon": self.adam_epsilon,
               "target_update_period": self.target_update_period, "clip_rewards": self.clip_rewards,
-              "huber_delta": self.huber_delta}
+              "huber_delta": self.huber_delta, "reinitialize_layers": self.reinitialize_layers,
+              "reinitialize_at_steps": self.reinitialize_at_steps}
     if self.behavior_policy is not None:  # pi_beta's cloning length shapes the TD-learning arm's a'
       values["bc_pretrain_steps"] = self.behavior_policy.pretrain_steps
     return values
@@ -318,6 +335,34 @@ class OfflineAgent(tf.Module):
   @property
   def train_step_tracing_count(self) -> int:
     return self._train_step_fn.experimental_get_tracing_count()
+
+  # ---- layer re-initialization (the paper's appendix robustness study) ---------------------------------
+  def reinitialize_layers_now(self, names: Sequence[str], seed: int) -> None:
+    """Re-initializes the named layers of the online network: the k-th named layer's weights (in the order
+    of `networks.named_layers`) get fresh values from their own initializers seeded with seed + k (a fresh
+    layer built with that seed; biases: zeros), and their Adam moments restart at zero. Every other weight,
+    the target network and the step counters are untouched (the target catches up at its next sync)."""
+    for k, (name, layer) in enumerate(networks.named_layers(self.online_network).items()):
+      if name not in names:
+        continue
+      for variable, initializer in ((layer.kernel, layer.kernel_initializer), (layer.bias, layer.bias_initializer)):
+        config = initializer.get_config()
+        if "seed" in config:
+          config["seed"] = int(seed) + k
+        variable.assign(type(initializer).from_config(config)(variable.shape, variable.dtype))
+        for slot in ("m", "v"):
+          self.optimizer.get_slot(variable, slot).assign(tf.zeros_like(variable))
+
+  def reinitialization_steps(self) -> Sequence[int]:
+    """The gradient steps after which `reinitialize` re-initializes layers (reinitialize_at_steps)."""
+    return self.reinitialize_at_steps
+
+  def reinitialize(self, gradient_step: int) -> None:
+    """Called by the runner after gradient step `gradient_step`: re-initializes reinitialize_layers when the
+    step is one of reinitialize_at_steps, with a seed derived from the agent's seed and the step."""
+    if gradient_step in self.reinitialize_at_steps:
+      seed = int(np.random.SeedSequence([self.seed, int(gradient_step)]).generate_state(1)[0] >> 1)
+      self.reinitialize_layers_now(self.reinitialize_layers, seed)
 
   # ---- acting and diagnostics ------------------------------------------------------------------------
   def _select_action(self, states, epsilon):
