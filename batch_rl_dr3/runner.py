@@ -41,6 +41,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from batch_rl_dr3 import labels
 from batch_rl_dr3 import reference_scores
 from batch_rl_dr3 import run_lock
 from batch_rl_dr3.errors import ConfigError, DataError, RunPreempted, TrainingDivergedError, first_line
@@ -413,6 +414,7 @@ def _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_
                           gradient_steps_per_iteration=gradient_steps_per_iteration))
   if source is not None:
     info["init_from"] = source
+    _label_with_source(info, source)
   _atomic_write(os.path.join(base_dir, RUN_INFO_FILE), json.dumps(info, indent=2, sort_keys=True) + "\n")
   if not restored:
     _atomic_write(os.path.join(base_dir, CONFIG_FILE), gin.config_str())
@@ -481,6 +483,18 @@ def _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_
                describe_eval_metrics({k[len("eval/"):]: v for k, v in row.items() if k.startswith("eval/")},
                                      info.get("domain")) or "(no evaluation)")
   return row
+
+
+def _label_with_source(info: Dict[str, Any], source: Dict[str, Any]) -> None:
+  """A run started from another run's weights is another experiment (the paper's Fig. 2): its derived label
+  gets the setting init_from=<the source's label> (brackets for the source's parentheses), so the report never
+  pools it with runs trained from scratch. An explicit label is left as given."""
+  parts, agent = info.get("label_parts"), info.get("agent")
+  if not isinstance(parts, dict) or not agent or info.get("label") != labels.label_from_parts(agent, parts):
+    return
+  source_label = str(source.get("label") or os.path.basename(os.path.normpath(source["run_dir"])))
+  parts.setdefault("settings", {})["init_from"] = source_label.replace(" (", "[").replace(")", "]")
+  info["label"] = labels.label_from_parts(agent, parts)
 
 
 def _initialize_from(experiment, init_from: str) -> Dict[str, Any]:

@@ -268,7 +268,9 @@ def test_init_from_continues_a_dr3_runs_weights_without_dr3_in_a_new_run(tmp_pat
   assert any(not np.array_equal(continued_weights[n], v) for n, v in source_weights.items())
   info = json.load(open(continued / "run_info.json"))
   source_info = json.load(open(source / "run_info.json"))
-  assert "DR3" in source_info["label"] and "DR3" not in info["label"]
+  # Its own label (never pooled with DQN trained from scratch) names the source; DR3 is off in it.
+  assert source_info["label"] == "DQN+DR3 (c0=0.03)"
+  assert info["label"] == "DQN (init_from=DQN+DR3[c0=0.03])" and info["dr3_coefficient"] == 0.0
   assert info["init_from"]["run_dir"] == str(source) and info["init_from"]["label"] == source_info["label"]
   assert info["init_from"]["checkpoint"].endswith("ckpt-1") and info["init_from"]["iteration"] == 1
   # Resuming (extending) keeps the record; a resume that names another source is refused.
