@@ -425,3 +425,21 @@ def test_dataset_actions_are_the_files_actions_at_the_valid_rows(tmp_path):
   want = np.concatenate([dqn_replay.load_checkpoint(directory, s)["action"][replay.valid_indices(p)]
                          for p, s in enumerate([0, 1])])
   np.testing.assert_array_equal(replay.dataset_actions(), want)
+
+
+def test_rows_a_not_full_buffer_never_wrote_may_hold_nan(tmp_path):
+  # Dopamine allocates with np.empty: a saved not-full buffer can hold NaN rewards past add_count. They belong to
+  # no transition; NaN in a written row is still refused.
+  directory = write_run(tmp_path, num_checkpoints=1, capacity=100, seed=9, final_partial=True, extra_steps=20)
+  arrays = dqn_replay.load_checkpoint(directory, 1)
+  written = int(arrays["add_count"])
+  assert written < 100
+  arrays["reward"][written:] = np.nan
+  dqn_replay.save_checkpoint(directory, 1, arrays)
+  replay = fixed_replay.FixedReplay.from_checkpoints(directory, [1])
+  assert replay.valid_indices(0).max() < written and np.isfinite(
+      replay.get_transitions(0, replay.valid_indices(0))["return_to_go"]).all()
+  arrays["reward"][written - 1] = np.inf
+  dqn_replay.save_checkpoint(directory, 1, arrays)
+  with pytest.raises(DataError, match=r"reward_ckpt\.1\.gz: 1 reward\(s\) are NaN or inf \(first at row"):
+    fixed_replay.FixedReplay.from_checkpoints(directory, [1])

@@ -271,14 +271,17 @@ def load_small_arrays(directory: str, suffix: int, max_transitions: Optional[int
       raise DataError(f"{checkpoint_path(directory, name, suffix)} has {total} rows but the observation file "
                       f"has {num_rows}; the arrays of a checkpoint must have equal length")
     arrays[name] = array.astype(_STORE_SPECS[name][0], copy=False)
-  bad = np.flatnonzero(~np.isfinite(arrays["reward"]))
-  if len(bad):
-    raise DataError(f"{checkpoint_path(directory, 'reward', suffix)}: {len(bad)} reward(s) are NaN or inf (first "
-                    f"at row {bad[0]}); expected finite rewards")
   add_count, _ = _read_array(checkpoint_path(directory, "add_count", suffix))
   if add_count.shape != () or add_count.dtype.kind not in "iu":
     raise DataError(f"{checkpoint_path(directory, 'add_count', suffix)}: expected a 0-d integer array, got "
                     f"shape {add_count.shape} dtype {add_count.dtype}")
+  # Rows a not-full buffer never wrote hold whatever Dopamine's np.empty left there (NaN included) and are never
+  # part of a transition: only written rows must be finite.
+  written = num_rows if int(add_count) >= num_rows else max(int(add_count), 0)
+  bad = np.flatnonzero(~np.isfinite(arrays["reward"][:written]))
+  if len(bad):
+    raise DataError(f"{checkpoint_path(directory, 'reward', suffix)}: {len(bad)} reward(s) are NaN or inf (first "
+                    f"at row {bad[0]}); expected finite rewards")
   invalid, _ = _read_array(checkpoint_path(directory, "invalid_range", suffix))
   if invalid.ndim != 1 or invalid.dtype.kind not in "iuf":
     raise DataError(f"{checkpoint_path(directory, 'invalid_range', suffix)}: expected a 1-d integer array, got "
