@@ -209,7 +209,7 @@ def test_every_agent_takes_the_actor_regularizers_from_gin(agent_name):
                     "ActorRegularization.grad_noise = 0.01", "ActorRegularization.weight_decay = 1e-3",
                     "FeatureCriticNetwork.hidden_units = (32, 32)", "RegularizedActorNetwork.hidden_units = (32, 32)",
                     "ReBracAgent.actor_hidden_units = (32, 32, 32)", "ReBracAgent.critic_hidden_units = (32, 32)",
-                    "IqlAgent.hidden_units = (32, 32)"])
+                    "IqlAgent.hidden_units = (32, 32)", "BracAgent.behavior_pretrain_steps = 2"])
   try:
     exp = experiment.ContinuousExperiment(seed=0, task="hopper-medium-v2", agent_name=agent_name,
                                           load_dataset=_dataset, batch_size=16, eval_episodes=0)

@@ -68,3 +68,45 @@ def test_brac_value_penalty_lowers_the_target_by_alpha_times_kl():
   closed = np.sum(np.log(sb / sp) + (sp ** 2 + np.array([0.2, -0.2]) ** 2) / (2 * sb ** 2) - 0.5)
   # target = r + gamma * discount * (V - alpha * KL); all discounts are 1 in this batch.
   assert results[False] - results[True] == pytest.approx(0.9 * 0.5 * closed, abs=0.01)
+
+
+def test_behavior_policy_is_pretrained_then_frozen_as_brac_runs_it():
+  """BRAC fits pi_b alone first (run_bc.sh), then loads it frozen (run_primal.sh's behavior_ckpt_file)."""
+  critic, actor = make_networks(seed=3)
+  behavior = actor.copy(name="behavior")
+  behavior.create_variables()
+  agent = make_agent(brac.BracAgent, critic, actor, behavior_network=behavior, behavior_pretrain_steps=60,
+                     behavior_optimizer=tf.keras.optimizers.Adam(1e-2), warm_start_steps=0)
+  data = batch(4)
+  data["action"][:] = np.array([0.5, -0.3], np.float32)  # one action everywhere: max likelihood moves pi_b to it
+  transition = replay_lib.to_tf_agents_transition({k: tf.constant(v) for k, v in data.items()})
+  with pytest.raises(tf.errors.InvalidArgumentError, match="behaviour policy is not pre-trained"):
+    agent.train(transition)
+  nll = lambda: float(agent.behavior_loss(transition.time_step, transition.action_step.action))
+  before = nll()
+  assert agent.behavior_pretrain_steps_remaining() == 60
+  for _ in range(60):
+    agent.train_behavior(transition)
+  assert int(agent.behavior_steps) == 60 and agent.behavior_pretrain_steps_remaining() == 0
+  assert nll() < before - 1.0  # the data's actions became much more likely under pi_b
+  frozen = [w.copy() for w in behavior.get_weights()]
+  critic_before = [w.copy() for w in critic.get_weights()]
+  for _ in range(3):
+    agent.train(transition)
+  for b, a in zip(frozen, behavior.get_weights()):
+    np.testing.assert_array_equal(b, a)  # frozen while the agent trains
+  assert any(not np.allclose(b, a) for b, a in zip(critic_before, critic.get_weights()))
+  assert int(agent.train_step_counter) == 3 and int(agent.behavior_steps) == 60
+
+
+def test_behavior_pretrain_steps_zero_co_trains():
+  critic, actor = make_networks(seed=4)
+  behavior = actor.copy(name="behavior")
+  behavior.create_variables()
+  agent = make_agent(brac.BracAgent, critic, actor, behavior_network=behavior, behavior_pretrain_steps=0)
+  before = [w.copy() for w in behavior.get_weights()]
+  agent.train(replay_lib.to_tf_agents_transition({k: tf.constant(v) for k, v in batch(5).items()}))
+  assert int(agent.behavior_steps) == 1
+  assert any(not np.allclose(b, a) for b, a in zip(before, behavior.get_weights()))
+  with pytest.raises(ValueError, match="behavior_pretrain_steps=-1; expected >= 0"):
+    make_agent(brac.BracAgent, critic, actor, behavior_network=behavior, behavior_pretrain_steps=-1)

@@ -55,6 +55,7 @@ def test_training_lowers_the_critic_loss():
 def test_resume_continues_exactly(tmp_path, agent_name):
   # Lagrange: the CQL alpha and its own Adam state must come back too.
   gin.parse_config("Dr3CqlSacAgent.use_lagrange_cql_alpha = True")
+  gin.parse_config("BracAgent.behavior_pretrain_steps = 3")  # pre-trained before step 1, not again on resume
   make = functools.partial(experiment.ContinuousExperiment, task="hopper-medium-v2", agent_name=agent_name,
                            load_dataset=regression_dataset, batch_size=16, eval_episodes=0,
                            dr3_coefficient=0.1)
@@ -110,7 +111,8 @@ def test_end_to_end_from_hdf5_with_hopper_evaluation(tmp_path):
       f"load_d4rl.hdf5_path = '{path}'", "ContinuousExperiment.task = 'hopper-medium-v2'",
       "run_experiment.num_iterations = 2", "run_experiment.gradient_steps_per_iteration = 3",
       "run_experiment.tensorboard = False", "ContinuousExperiment.batch_size = 16",
-      "ContinuousExperiment.eval_episodes = 2", "ContinuousExperiment.eval_max_episode_steps = 15"]
+      "ContinuousExperiment.eval_episodes = 2", "ContinuousExperiment.eval_max_episode_steps = 15",
+      "BracAgent.behavior_pretrain_steps = 4"]
   train.train(base_dir, ["continuous/brac_mujoco.gin", "continuous/dr3.gin"], bindings)
   rows = pd.read_csv(os.path.join(base_dir, "metrics.csv"))
   assert list(rows["iteration"]) == [0, 1] and list(rows["gradient_steps"]) == [3, 6]
@@ -123,6 +125,7 @@ def test_end_to_end_from_hdf5_with_hopper_evaluation(tmp_path):
                              100 * (rows["eval/return"] + 20.272305) / (3234.3 + 20.272305), rtol=1e-9)
   info = json.load(open(os.path.join(base_dir, "run_info.json")))
   assert info["label"] == "BRAC+DR3 (c0=0.001, form=cog)" and info["task"] == "hopper-medium-v2" and info["domain"] == "continuous"
+  assert info["behavior_pretrain_steps"] == 4
   assert os.path.exists(os.path.join(base_dir, "DONE"))
 
 

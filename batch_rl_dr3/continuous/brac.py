@@ -1,8 +1,15 @@
 """`BracAgent`: BRAC (Wu et al. 2019, "Behavior Regularized Offline RL"; google-research
 `behavior_regularized_offline_rl/brac/brac_primal_agent.py`) on tf-agents `SacAgent`'s networks, targets and
-optimizers: a behaviour policy fit by maximum likelihood on the data (trained alongside the agent), a sampled
-KL(pi || pi_b) penalty in the value target (BRAC-v, `value_penalty=True`) and in the policy objective (always;
+optimizers: a behaviour policy fit by maximum likelihood on the data, a sampled KL(pi || pi_b) penalty in the value target (BRAC-v, `value_penalty=True`) and in the policy objective (always;
 BRAC-p when `value_penalty=False`), min over two critics, warm start, DR3 on the critic (see `base`).
+
+The behaviour policy as BRAC trains it: BRAC's pipeline first fits pi_b alone by behaviour cloning (its run_bc.sh:
+`--agent_name=bc --total_train_steps=300000`, Adam 5e-4, batch 256, a (200, 200) network), saves it, and the
+BRAC agent loads that checkpoint (`brac_primal_agent.Agent.behavior_ckpt_file`, run_primal.sh) and never trains
+it again. Here: `behavior_pretrain_steps` steps of `train_behavior` (the experiment runs them on the data before
+the first agent step; `behavior_steps` is checkpointed, so a resumed run does not repeat them), then pi_b is
+frozen; the agent's `_train` refuses to run before they are done. `behavior_pretrain_steps=0` co-trains pi_b
+with the agent instead (one max-likelihood step per agent step), our former behaviour.
 
 Overrides tf-agents' `_train` (TFAgent's training hook; tests/test_continuous_tf_agents_contract.py checks it).
 """
@@ -31,11 +38,15 @@ class BracAgent(base.Dr3CriticMixin, sac_agent.SacAgent):
     entropy_coefficient: fixed entropy weight in the target and the policy loss (BRAC default 0: no entropy);
       None trains SAC's temperature instead.
     behavior_action_clip: actions are clipped this far inside the bounds before log pi_b (atanh blows up at +-1).
+    behavior_pretrain_steps: max-likelihood steps of pi_b before the agent trains, then pi_b is frozen (BRAC's
+      run_bc.sh: 300,000); 0 co-trains pi_b alongside the agent.
+    behavior_learning_rate: Adam learning rate of pi_b when no behavior_optimizer is given (run_bc.sh: 5e-4).
   """
 
   def __init__(self, *args, behavior_network=None, behavior_optimizer=None, divergence_coefficient: float = 0.1,
                value_penalty: bool = True, num_divergence_samples: int = 4, warm_start_steps: int = 20_000,
                entropy_coefficient: Optional[float] = 0.0, behavior_action_clip: float = 1e-3,
+               behavior_pretrain_steps: int = 300_000, behavior_learning_rate: float = 5e-4,
                dr3_coefficient: float = 0.0, seed: int = 0, **kwargs):
     super().__init__(*args, **kwargs)
     self._init_dr3(dr3_coefficient, seed, max_q_backup=False, num_backup_samples=1)
@@ -43,7 +54,11 @@ class BracAgent(base.Dr3CriticMixin, sac_agent.SacAgent):
       behavior_network = self._actor_network.copy(name="BehaviorNetwork")
     behavior_network.create_variables(self.time_step_spec.observation)
     self._behavior_network = behavior_network
-    self._behavior_optimizer = behavior_optimizer or tf.keras.optimizers.Adam(1e-3)
+    self._behavior_optimizer = behavior_optimizer or tf.keras.optimizers.Adam(behavior_learning_rate)
+    if behavior_pretrain_steps < 0:
+      raise ValueError(f"BracAgent.behavior_pretrain_steps={behavior_pretrain_steps}; expected >= 0 (0 = co-train)")
+    self._behavior_pretrain_steps = int(behavior_pretrain_steps)
+    self._behavior_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="behavior_steps")
     self._divergence_coefficient = tf.Variable(float(divergence_coefficient), trainable=False,
                                                name="divergence_coefficient")
     self._value_penalty = value_penalty
@@ -62,6 +77,34 @@ class BracAgent(base.Dr3CriticMixin, sac_agent.SacAgent):
   @property
   def behavior_network(self):
     return self._behavior_network
+
+  @property
+  def behavior_pretrain_steps(self) -> int:
+    return self._behavior_pretrain_steps
+
+  @property
+  def behavior_steps(self) -> tf.Variable:
+    """Max-likelihood steps pi_b has taken (checkpointed with the agent)."""
+    return self._behavior_steps
+
+  def behavior_pretrain_steps_remaining(self) -> int:
+    """Pre-training steps still to run before the agent may train (0 when co-training)."""
+    return max(0, self._behavior_pretrain_steps - int(self._behavior_steps.numpy()))
+
+  def _behavior_update(self, time_steps, actions):
+    behavior_vars = self._behavior_network.trainable_variables
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(behavior_vars)
+      loss = self.behavior_loss(time_steps, actions)
+    self._apply_gradients(tape.gradient(loss, behavior_vars), behavior_vars, self._behavior_optimizer)
+    self._behavior_steps.assign_add(1)
+    self.brac_metrics["behavior_loss"].assign(loss)
+    return loss
+
+  def train_behavior(self, experience):
+    """One max-likelihood step of pi_b alone on a batch of transitions (BRAC's separate BC run); its loss."""
+    time_steps, policy_steps, _ = self._as_transition(experience)
+    return self._behavior_update(time_steps, policy_steps.action)
 
   def entropy_weight(self):
     if self._entropy_coefficient is None:
@@ -115,6 +158,11 @@ class BracAgent(base.Dr3CriticMixin, sac_agent.SacAgent):
   def _train(self, experience, weights):
     time_steps, policy_steps, next_time_steps = self._as_transition(experience)
     actions = policy_steps.action
+    if self._behavior_pretrain_steps:
+      tf.debugging.assert_greater_equal(
+          self._behavior_steps, tf.constant(self._behavior_pretrain_steps, tf.int64),
+          message="BracAgent: the behaviour policy is not pre-trained yet; run train_behavior for "
+                  "BracAgent.behavior_pretrain_steps steps first (ContinuousExperiment does)")
 
     critic_vars = self._critic_network_1.trainable_variables + self._critic_network_2.trainable_variables
     with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -138,14 +186,12 @@ class BracAgent(base.Dr3CriticMixin, sac_agent.SacAgent):
       self._apply_gradients(tape.gradient(alpha_loss, [self._log_alpha]), [self._log_alpha],
                             self._alpha_optimizer)
 
-    behavior_vars = self._behavior_network.trainable_variables
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(behavior_vars)
-      behavior_loss = self.behavior_loss(time_steps, actions)
-    self._apply_gradients(tape.gradient(behavior_loss, behavior_vars), behavior_vars, self._behavior_optimizer)
+    if self._behavior_pretrain_steps:
+      behavior_loss = tf.constant(0.0)  # pi_b is frozen after its pre-training (BRAC loads it from a checkpoint)
+    else:
+      behavior_loss = self._behavior_update(time_steps, actions)
 
     self.train_step_counter.assign_add(1)
     self._update_target()
     extra = sac_agent.SacLossInfo(critic_loss=critic_loss, actor_loss=actor_loss, alpha_loss=alpha_loss)
-    self.brac_metrics["behavior_loss"].assign(behavior_loss)
     return tf_agent.LossInfo(loss=critic_loss + actor_loss + alpha_loss + behavior_loss, extra=extra)

@@ -13,6 +13,7 @@ sampling generator) and the replay's index generator; the dataset is reloaded, n
 import functools
 from typing import Any, Callable, Dict, Optional
 
+from absl import logging
 import gin
 import numpy as np
 import tensorflow as tf
@@ -155,6 +156,7 @@ class ContinuousExperiment(tf.Module):
     algorithm_settings = self.agent.label_settings() if hasattr(self.agent, "label_settings") else {}
     self._label = labels.run_label(agent_name, algorithm_settings, label_parts, label=label)
     self._train = tf.function(self._train_step_fn)
+    self._pretrained = False  # BRAC's behaviour pre-training is checked before the first train step
     rng = np.random.default_rng(seed + 1)
     self._srank_indices = rng.integers(0, self.replay.size, size=min(srank_batch_size, self.replay.size))
     self._greedy = greedy_policy.GreedyPolicy(self.agent.policy)
@@ -175,7 +177,28 @@ class ContinuousExperiment(tf.Module):
     return self.agent.train_on_batch(self.replay.sample())
 
   def train_step(self) -> Dict[str, tf.Tensor]:
+    if not self._pretrained:
+      self._pretrain_behavior()
+      self._pretrained = True
     return self._train()
+
+  def _behavior_chunk(self, num_steps):
+    for _ in tf.range(num_steps):
+      self.agent.train_behavior(replay_lib.to_tf_agents_transition(self.replay.sample()))
+
+  def _pretrain_behavior(self, chunk: int = 1000) -> None:
+    """BRAC's behaviour policy: its max-likelihood steps on the data before the agent's first step (brac.py).
+
+    Runs only what a restored checkpoint has not done yet, in compiled chunks of `chunk` steps.
+    """
+    remaining = getattr(self.agent, "behavior_pretrain_steps_remaining", lambda: 0)()
+    if remaining <= 0:
+      return
+    logging.info("Pre-training the behaviour policy for %d steps (BracAgent.behavior_pretrain_steps).", remaining)
+    step = tf.function(self._behavior_chunk)
+    while remaining > 0:
+      step(tf.constant(min(chunk, remaining)))
+      remaining = self.agent.behavior_pretrain_steps_remaining()
 
   def _greedy_action(self, observation):
     time_step = ts.restart(observation[None], batch_size=1)
@@ -216,4 +239,6 @@ class ContinuousExperiment(tf.Module):
       info["actor_regularization"] = self._regularization.non_default()
     if self._setting:
       info["setting"] = self._setting
+    if isinstance(self.agent, brac.BracAgent):
+      info["behavior_pretrain_steps"] = self.agent.behavior_pretrain_steps
     return info
