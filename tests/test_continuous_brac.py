@@ -91,12 +91,13 @@ def test_behavior_policy_is_pretrained_then_frozen_as_brac_runs_it():
   assert nll() < before - 1.0  # the data's actions became much more likely under pi_b
   frozen = [w.copy() for w in behavior.get_weights()]
   critic_before = [w.copy() for w in critic.get_weights()]
+  steps_before = int(agent.train_step_counter)  # tf-agents' default counter is the process-wide global step
   for _ in range(3):
     agent.train(transition)
   for b, a in zip(frozen, behavior.get_weights()):
     np.testing.assert_array_equal(b, a)  # frozen while the agent trains
   assert any(not np.allclose(b, a) for b, a in zip(critic_before, critic.get_weights()))
-  assert int(agent.train_step_counter) == 3 and int(agent.behavior_steps) == 60
+  assert int(agent.train_step_counter) == steps_before + 3 and int(agent.behavior_steps) == 60
 
 
 def test_behavior_pretrain_steps_zero_co_trains():

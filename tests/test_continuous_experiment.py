@@ -47,7 +47,7 @@ def test_training_lowers_the_critic_loss():
   losses = [float(exp.train_step()["td_loss"]) for _ in range(200)]
   assert np.mean(losses[-30:]) < 0.3 * np.mean(losses[:30])
   assert exp.run_info() == {"domain": "continuous", "task": "hopper-medium-v2", "agent": "sac",
-                            "label": "SAC+DR3 (c0=0.01, form=dopamine)", "dr3_coefficient": 0.01, "seed": 0,
+                            "label": "SAC+DR3 (c0=0.01)", "dr3_coefficient": 0.01, "seed": 0,
                             "data": "synthetic:hopper-medium-v2"}
 
 
@@ -75,13 +75,14 @@ def test_resume_continues_exactly(tmp_path, agent_name):
 def test_gin_recipes_parse_and_name_known_configurables():
   files = sorted(f for f in os.listdir(os.path.join(GIN_CONFIG_DIR, "continuous")) if f.endswith(".gin"))
   assert {"cql_kitchen.gin", "cql_antmaze.gin", "brac_mujoco.gin", "cql_cog.gin", "dr3.gin"} <= set(files)
-  overlays = {"dr3.gin", "cog_5pct.gin", "cog_25pct.gin", "actor_study_protocol.gin"}  # added after a recipe
+  overlays = {"dr3.gin", "dr3_cog.gin", "cog_5pct.gin", "cog_25pct.gin", "actor_study_protocol.gin"}  # added after a recipe
   for name in files:
     if name in overlays:
       continue
     train.parse_gin([f"continuous/{name}", "continuous/dr3.gin"], [])
     assert gin.query_parameter("run_experiment.create_experiment").selector.endswith("ContinuousExperiment")
-    assert gin.query_parameter("ContinuousExperiment.dr3_coefficient") == 0.001
+    assert gin.query_parameter("ContinuousExperiment.dr3_coefficient") == 0.001 / 256
+    assert gin.query_parameter("DR3.mask_terminal") is True and gin.query_parameter("DR3.stop_gradient_next") is False
   train.parse_gin(["continuous/sac.gin", "continuous/actor_study_protocol.gin"], [])
   assert gin.query_parameter("ContinuousExperiment.validation_fraction") == 0.05
   assert gin.query_parameter("ContinuousExperiment.actor_diagnostics") is True
@@ -124,7 +125,7 @@ def test_end_to_end_from_hdf5_with_hopper_evaluation(tmp_path):
   np.testing.assert_allclose(rows["eval/normalized_score"],
                              100 * (rows["eval/return"] + 20.272305) / (3234.3 + 20.272305), rtol=1e-9)
   info = json.load(open(os.path.join(base_dir, "run_info.json")))
-  assert info["label"] == "BRAC+DR3 (c0=0.001, form=cog)" and info["task"] == "hopper-medium-v2" and info["domain"] == "continuous"
+  assert info["label"] == "BRAC+DR3 (c0=3.90625e-06, mask_terminal=true)" and info["task"] == "hopper-medium-v2" and info["domain"] == "continuous"
   assert info["behavior_pretrain_steps"] == 4
   assert os.path.exists(os.path.join(base_dir, "DONE"))
 
@@ -164,7 +165,7 @@ def test_dr3_lowers_the_feature_dot_product_over_training():
   def bootstrapped(task):
     arrays, source = regression_dataset(task)
     return dict(arrays, discount=np.ones_like(arrays["discount"])), source
-  gin.parse_config(["dr3_penalty.use_abs = False", "create_continuous_agent.critic_learning_rate = 1e-3"])
+  gin.parse_config(["DR3.reduction = 'mean'", "create_continuous_agent.critic_learning_rate = 1e-3"])
   final = {}
   for c0 in (0.0, 0.1):
     exp = experiment.ContinuousExperiment(seed=0, task="hopper-medium-v2", agent_name="sac",

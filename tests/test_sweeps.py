@@ -144,11 +144,17 @@ def test_continuous_runs_get_the_recipes_through_the_real_gin_parser():
   from batch_rl_dr3 import train
   from batch_rl_dr3.data import d4rl
   expected = {  # run -> (task, agent, DR3 c0, Lagrange CQL alpha)
-      "table2/antmaze-large-play-v0/cql+dr3/seed0": ("antmaze-large-play-v0", "cql_sac", 0.001, True),
+      "table2/antmaze-large-play-v0/cql+dr3/seed0": ("antmaze-large-play-v0", "cql_sac", 0.001 / 256, True),
       "table2/kitchen-partial-v0/cql/seed1": ("kitchen-partial-v0", "cql_sac", 0.0, False),
-      "brac_mujoco/hopper-medium-replay-v0/brac+dr3/seed2": ("hopper-medium-replay-v0", "brac", 0.001, None),
+      "brac_mujoco/hopper-medium-replay-v0/brac+dr3/seed2": ("hopper-medium-replay-v0", "brac", 0.001 / 256, None),
+      "table2_c0/kitchen-mixed-v0/c0_1.171875e-05/seed1": ("kitchen-mixed-v0", "cql_sac", 0.003 / 256, False),
+      "brac_mujoco_c0/walker2d-medium-expert-v0/c0_3.90625e-05/seed0": ("walker2d-medium-expert-v0", "brac",
+                                                                        0.01 / 256, None),
   }
-  runs = {r.name: r for name in ("table2", "brac_mujoco") for r in sweep_lib.load_sweep(name).runs}
+  runs = {r.name: r for name in ("table2", "brac_mujoco", "table2_c0", "brac_mujoco_c0")
+          for r in sweep_lib.load_sweep(name).runs}
+  assert len([r for r in runs if r.startswith("table2_c0/")]) == 2 * 4 * 2
+  assert len([r for r in runs if r.startswith("brac_mujoco_c0/")]) == 3 * 4 * 2
   for name, (task, agent, c0, lagrange) in expected.items():
     run = runs[name]
     train.parse_gin(run.gin_files, [b.replace("${data_dir}", "/data") for b in run.gin_bindings])
@@ -159,7 +165,12 @@ def test_continuous_runs_get_the_recipes_through_the_real_gin_parser():
       dr3 = gin.query_parameter("ContinuousExperiment.dr3_coefficient")
     except ValueError:
       dr3 = 0.0
-    assert dr3 == c0
+    assert dr3 == pytest.approx(c0, rel=1e-12)
+    if c0:  # the paper's Eq. 7 with the terminal mask (continuous/dr3.gin)
+      assert [gin.query_parameter(f"DR3.{k}") for k in ("reduction", "use_abs", "stop_gradient_next",
+                                                         "mask_terminal")] == ["sum", False, False, True]
+    if agent == "brac":
+      assert gin.query_parameter("BracAgent.behavior_pretrain_steps") == 300_000
     if lagrange is not None:
       assert gin.query_parameter("Dr3CqlSacAgent.use_lagrange_cql_alpha") == lagrange
     assert gin.query_parameter("load_d4rl.data_dir") == "/data"

@@ -26,13 +26,37 @@ from batch_rl_dr3.continuous import replay as replay_lib
 CRITIC_METRICS = ("td_loss", "dr3", "dot_product", "feature_norm", "q_data", "target_q")
 
 
+def termination_mask(discount):
+  """[B] 1 where s' is bootstrapped, 0 where it is a placeholder after a terminal (the dataset discount is 0)."""
+  return tf.cast(tf.not_equal(discount, 0.0), tf.float32)
+
+
 class SeededDr3Mixin:
-  """The DR3 coefficient and the checkpointed seed generator every continuous agent has (`_dr3_coefficient`,
-  `_seed_rng` set by the agent)."""
+  """DR3 as a penalty object and the checkpointed seed generator every continuous agent has (`_init_penalty`
+  and `_seed_rng` set by the agent).
+
+  The DR3 term is `regularizers.DR3` (its form bound in gin on `DR3.*`: continuous/dr3.gin binds the paper's
+  Eq. 7 with the placeholder s' after a terminal masked); its coefficient variable is the agent's c0.
+  """
+
+  def _init_penalty(self, dr3_coefficient: float):
+    self._dr3 = regularizers.DR3(coefficient=dr3_coefficient)
+    self._dr3_coefficient = self._dr3.coefficient
+
+  @property
+  def dr3(self) -> regularizers.DR3:
+    """The DR3 penalty object (form, coefficient variable, label part)."""
+    return self._dr3
 
   @property
   def dr3_coefficient(self) -> tf.Variable:
     return self._dr3_coefficient
+
+  def _dr3_value(self, features, next_features, discount):
+    """DR3 before c0 on one critic's phi(s, a), phi(s', a'), with the terminal mask from the batch's discount."""
+    inputs = regularizers.PenaltyInputs(features=features, next_features=next_features,
+                                        mask=termination_mask(discount), discount=discount)
+    return self._dr3.value(inputs)
 
   @property
   def seed_generator(self) -> tf.random.Generator:
@@ -52,7 +76,7 @@ class Dr3CriticMixin(SeededDr3Mixin):
   """
 
   def _init_dr3(self, dr3_coefficient: float, seed: int, max_q_backup: bool, num_backup_samples: int):
-    self._dr3_coefficient = tf.Variable(float(dr3_coefficient), trainable=False, name="dr3_coefficient")
+    self._init_penalty(dr3_coefficient)
     self._seed_rng = tf.random.Generator.from_seed(seed)
     self._max_q_backup = max_q_backup
     self._num_backup_samples = num_backup_samples
@@ -171,7 +195,8 @@ class Dr3CriticMixin(SeededDr3Mixin):
       aggregated = common.aggregate_losses(
           per_example_loss=td_loss, sample_weight=weights,
           regularization_loss=self._critic_network_1.losses + self._critic_network_2.losses)
-      dr3 = regularizers.dr3_penalty(phi1, next_phi1) + regularizers.dr3_penalty(phi2, next_phi2)
+      dr3 = (self._dr3_value(phi1, next_phi1, next_time_steps.discount)
+             + self._dr3_value(phi2, next_phi2, next_time_steps.discount))
       values = {
           "td_loss": aggregated.total_loss,
           "dr3": dr3 / 2.0,

@@ -3,7 +3,8 @@
 Select it with `run_experiment.create_experiment = @ContinuousExperiment`; configure the data
 (`ContinuousExperiment.load_dataset = @load_d4rl`, `@load_minari` or `@load_cog`), the agent (`agent_name` in
 {'sac', 'cql_sac', 'brac'}; its options are bound on `Dr3SacAgent`, `Dr3CqlSacAgent`, `BracAgent`), networks
-(`FeatureCriticNetwork`, `RegularizedActorNetwork`) and DR3 (`ContinuousExperiment.dr3_coefficient`, `dr3_penalty.*`) in gin.
+(`FeatureCriticNetwork`, `RegularizedActorNetwork`) and DR3 (`ContinuousExperiment.dr3_coefficient`, its form on `DR3.*`:
+continuous/dr3.gin) in gin.
 ReBRAC and IQL (`agent_name` 'rebrac' / 'iql') are bound on `ReBracAgent` / `IqlAgent`; the actor regularizers of
 every agent on `ActorRegularization` (see gin_configs/continuous/study/).
 
@@ -48,15 +49,9 @@ _STUDY_AGENTS = {"rebrac": rebrac.ReBracAgent, "iql": iql.IqlAgent}
 
 
 def _dr3_label_part(c0: float):
-  """(name, settings) of DR3 for the run's label: the form the critics use (dr3_penalty's gin-bound arguments),
-  named as regularizers.DR3 names it."""
-  form = {k: v for k, v in labels.function_defaults(regularizers.dr3_penalty).items() if k != "mask"}
-  for name in form:
-    try:
-      form[name] = gin.query_parameter(f"dr3_penalty.{name}")
-    except ValueError:
-      pass
-  penalty = regularizers.DR3(c0, **form)
+  """(name, settings) of DR3 for the run's label: the penalty object the agents build (`regularizers.DR3` with
+  its gin-bound form, see continuous/base.py) for this c0."""
+  penalty = regularizers.DR3(coefficient=c0)
   return penalty.label_name, penalty.label_settings()
 
 

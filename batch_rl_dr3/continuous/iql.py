@@ -143,7 +143,7 @@ class IqlAgent(offline_actor_critic.OfflineActorCritic):
       critic_loss, q_data, dr3, dots = 0.0, [], [], []
       next_action = tf.cast(batch["next_action"], tf.float32) if self._use_dr3 else None
       for critic in self._critics:
-        q, penalty, dot = self._critic_outputs(critic, obs, action, next_obs, next_action)
+        q, penalty, dot = self._critic_outputs(critic, obs, action, next_obs, next_action, discount)
         dr3.append(penalty)
         dots.append(dot)
         critic_loss += tf.reduce_mean(tf.square(q - target))

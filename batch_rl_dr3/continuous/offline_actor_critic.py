@@ -58,7 +58,7 @@ class OfflineActorCritic(base.SeededDr3Mixin, tf.Module):
     self._actor_network = actor_network
     self._normalizer = observation_normalizer
     self._seed_rng = tf.random.Generator.from_seed(seed)
-    self._dr3_coefficient = tf.Variable(float(dr3_coefficient), trainable=False, name="dr3_coefficient")
+    self._init_penalty(dr3_coefficient)
     self._use_dr3 = dr3_coefficient != 0.0
     self.train_step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_step_counter")
     self._metric_vars = {name: tf.Variable(0.0, trainable=False, name=f"metric_{name}") for name in self.METRICS}
@@ -108,16 +108,17 @@ class OfflineActorCritic(base.SeededDr3Mixin, tf.Module):
     raise NotImplementedError
 
   # ------------------------------------------------------------------ helpers for subclasses
-  def _critic_outputs(self, critic, obs, action, next_obs, next_action):
+  def _critic_outputs(self, critic, obs, action, next_obs, next_action, discount):
     """critic(s, a) outputs, and with DR3 on, (penalty, mean dot product) of phi(s, a) . phi(s', a') computed in
-    the same pass (the two batches concatenated); (outputs, None, None) otherwise."""
+    the same pass (the two batches concatenated; `discount` 0 marks the placeholder s' after a terminal);
+    (outputs, None, None) otherwise."""
     if not self._use_dr3:
       return critic.features_and_q((obs, action), training=True)[0], None, None
     batch = tf.shape(obs)[0]
     out, phi = critic.features_and_q((tf.concat([obs, next_obs], 0), tf.concat([action, next_action], 0)),
                                      training=True)
     phi, next_phi = phi[:batch], phi[batch:]
-    return (out[:batch], regularizers.dr3_penalty(phi, next_phi),
+    return (out[:batch], self._dr3_value(phi, next_phi, discount),
             tf.reduce_mean(regularizers.feature_dot_products(phi, next_phi)))
 
   def _dr3_metrics(self, penalties, dots):

@@ -175,7 +175,7 @@ class ReBracAgent(offline_actor_critic.OfflineActorCritic):
       if self._critic_head == "hl_gauss":
         target_probs = losses.hl_gauss_probs(target, self._edges, self._sigma)
       for critic in self._critics:
-        out, penalty, dot = self._critic_outputs(critic, obs, action, next_obs, next_pi)
+        out, penalty, dot = self._critic_outputs(critic, obs, action, next_obs, next_pi, discount)
         dr3.append(penalty)
         dots.append(dot)
         if self._critic_head == "hl_gauss":
