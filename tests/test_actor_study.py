@@ -35,6 +35,7 @@ def study_rows(task, level, seed, *, ratio=None, noisy=None):
       row["eval/actor_validation/dead_neurons_frac"] = 0.001 * ratio
     if noisy is not None:
       row["eval/action_noise/return"] = raw_for(task, noisy * (level + i + seed))
+    row["eval/plasticity/bc_loss"] = 0.1 + 0.01 * seed
     rows.append(row)
   return rows
 
@@ -129,6 +130,7 @@ def test_report_writes_the_actor_study_files(run_tree, tmp_path):
   assert float(diag[("ReBRAC+LN+DO", "pen-cloned-v1")]["pca_rank_ratio"]) == pytest.approx(1.5)
   assert float(diag[("ReBRAC", "pen-cloned-v1")]["pca_rank_ratio"]) == pytest.approx(3.0)
   assert float(diag[("ReBRAC", "pen-cloned-v1")]["action_noise_ratio"]) == pytest.approx(0.5)
+  assert float(diag[("ReBRAC", "pen-cloned-v1")]["plasticity_bc_loss"]) == pytest.approx(0.105)  # seeds 0, 1
   md = (out / "actor_study.md").read_text()
   assert "| rebrac | ReBRAC+LN+DO |" in md and "base" in md
 

@@ -288,10 +288,11 @@ def write_report(runs: Sequence[Run], out: str, *, warn: Warn = lambda m: None, 
 
 
 def plot_ratios(diag: Sequence[Dict[str, object]], path: str) -> bool:
-  """Bars of the validation / train ratio of each actor metric, one bar per (algorithm, label), averaged over the
-  datasets (the study's figure); False when no run logged actor diagnostics."""
-  metrics = [m for m in ACTOR_METRICS + NOISY_EVALUATIONS
-             if any(np.isfinite(float(r[f"{m}_ratio"])) for r in diag)]
+  """Bars of the validation / train ratio of each actor metric and of the noisy / clean score ratios, one bar per
+  (algorithm, label), averaged over the datasets (the study's figures), and the plasticity probe's final BC loss;
+  False when no run logged any of them."""
+  columns = [f"{m}_ratio" for m in ACTOR_METRICS + NOISY_EVALUATIONS] + ["plasticity_bc_loss"]
+  metrics = [c for c in columns if any(np.isfinite(float(r[c])) for r in diag)]
   if not metrics:
     return False
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -300,12 +301,14 @@ def plot_ratios(diag: Sequence[Dict[str, object]], path: str) -> bool:
   names = sorted({f"{r['algorithm']} / {r['label']}" for r in diag})
   fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
   for ax, metric in zip(axes[0], metrics):
-    values = [_mean([float(r[f"{metric}_ratio"]) for r in diag if f"{r['algorithm']} / {r['label']}" == n])
-              for n in names]
+    values = [_mean([float(r[metric]) for r in diag if f"{r['algorithm']} / {r['label']}" == n]) for n in names]
     ax.barh(range(len(names)), values)
     ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [""] * len(names), fontsize=7)
-    ax.set_title(metric.replace("_", " ") + (" (noisy/clean)" if metric in NOISY_EVALUATIONS else " (val/train)"),
-                 fontsize=8)
+    if metric == "plasticity_bc_loss":
+      ax.set_title("plasticity: BC loss after the probe", fontsize=8)
+      continue
+    kind = " (noisy/clean)" if metric[:-len("_ratio")] in NOISY_EVALUATIONS else " (val/train)"
+    ax.set_title(metric[:-len("_ratio")].replace("_", " ") + kind, fontsize=8)
     ax.axvline(1.0, color="gray", lw=0.8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
