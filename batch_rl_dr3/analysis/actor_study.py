@@ -1,7 +1,7 @@
 """The actor-regularization study's protocol (Tarasov et al. 2024, reference §4-§5): scores, the table of each
 regularizer / combination against the unregularized baseline per domain, rliable aggregates, diagnostics ratios.
 
-* Score of a run: D4RL-normalized `eval/return` (x100, analysis/scores.py), averaged over the run's last 10
+* Score of a run: D4RL-normalized `eval/return` (x100, reference_scores.py), averaged over the run's last 10
   evaluations (last 5 for AntMaze), as the study's final score.
 * Per dataset: mean over the runs (seeds) of a (algorithm, label).
 * Improvement of a variant over its algorithm's baseline, per domain (locomotion, AntMaze, Adroit) and over all:
