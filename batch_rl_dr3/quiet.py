@@ -10,6 +10,8 @@ Dropped, each with why it is noise here:
   * gym's deprecation notice: gym is imported by tf-agents and Dopamine for their type hints only; our
     environments are gymnasium / ale-py;
   * google.api_core's FutureWarning about Python 3.11's end of life (in 2027);
+  * TensorFlow's Python INFO lines ("Sharding callback duration: 41 microseconds" at every checkpoint save);
+    its warnings and errors stay;
   * gin's error-level "Path not found: continuous/base.gin" (and its info line before it): gin logs it while
     trying a Python-package reader for an `include` that the gin_configs/ search path then finds; a file
     that is really missing still fails with our one-line error.
@@ -89,6 +91,7 @@ def quiet_startup() -> None:
     root.addFilter(_GinIncludeNoise())
   _silence_gym_notice()
   _import_tensorflow_filtered()
+  std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
 
 
 quiet_startup()

@@ -31,3 +31,8 @@ def test_noise_is_only_the_known_lines():
   assert quiet.is_noise(cuinit, has_gpu=False)
   assert not quiet.is_noise(cuinit, has_gpu=True)  # with a GPU present, a failed CUDA start is news
   assert not quiet.is_noise("E tensorflow/core/framework/op_kernel.cc] OOM when allocating tensor", has_gpu=False)
+
+
+def test_tensorflow_info_lines_are_dropped_warnings_kept():
+  import logging  # pylint: disable=g-import-not-at-top
+  assert logging.getLogger("tensorflow").getEffectiveLevel() == logging.WARNING
