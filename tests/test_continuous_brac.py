@@ -98,6 +98,7 @@ def test_behavior_policy_is_pretrained_then_frozen_as_brac_runs_it():
     np.testing.assert_array_equal(b, a)  # frozen while the agent trains
   assert any(not np.allclose(b, a) for b, a in zip(critic_before, critic.get_weights()))
   assert int(agent.train_step_counter) == steps_before + 3 and int(agent.behavior_steps) == 60
+  assert agent.label_settings() == {"behavior_pretrain_steps": 60}  # not BRAC's 300,000: never pooled with it
 
 
 def test_behavior_pretrain_steps_zero_co_trains():
@@ -105,9 +106,11 @@ def test_behavior_pretrain_steps_zero_co_trains():
   behavior = actor.copy(name="behavior")
   behavior.create_variables()
   agent = make_agent(brac.BracAgent, critic, actor, behavior_network=behavior, behavior_pretrain_steps=0)
+  assert agent.label_settings() == {"behavior_pretrain_steps": 0}
   before = [w.copy() for w in behavior.get_weights()]
   agent.train(replay_lib.to_tf_agents_transition({k: tf.constant(v) for k, v in batch(5).items()}))
   assert int(agent.behavior_steps) == 1
   assert any(not np.allclose(b, a) for b, a in zip(before, behavior.get_weights()))
+  assert make_agent(brac.BracAgent, critic, actor, behavior_network=behavior).label_settings() == {}  # BRAC's own
   with pytest.raises(ValueError, match="behavior_pretrain_steps=-1; expected >= 0"):
     make_agent(brac.BracAgent, critic, actor, behavior_network=behavior, behavior_pretrain_steps=-1)

@@ -13,13 +13,14 @@ with the agent instead (one max-likelihood step per agent step), our former beha
 
 Overrides tf-agents' `_train` (TFAgent's training hook; tests/test_continuous_tf_agents_contract.py checks it).
 """
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import gin
 import tensorflow as tf
 from tf_agents.agents import tf_agent
 from tf_agents.agents.sac import sac_agent
 
+from batch_rl_dr3 import labels
 from batch_rl_dr3.continuous import base
 from batch_rl_dr3.continuous import losses
 
@@ -86,6 +87,13 @@ class BracAgent(base.Dr3CriticMixin, sac_agent.SacAgent):
   def behavior_steps(self) -> tf.Variable:
     """Max-likelihood steps pi_b has taken (checkpointed with the agent)."""
     return self._behavior_steps
+
+  def label_settings(self) -> Dict[str, Any]:
+    """Settings of the run's label (batch_rl_dr3.labels): the behaviour policy's training when it is not BRAC's
+    (pre-trained for 300,000 steps), so co-trained or shorter-pre-trained runs are never pooled with BRAC's."""
+    default = labels.constructor_defaults(BracAgent)["behavior_pretrain_steps"]
+    return labels.differing({"behavior_pretrain_steps": self._behavior_pretrain_steps},
+                            {"behavior_pretrain_steps": default})
 
   def behavior_pretrain_steps_remaining(self) -> int:
     """Pre-training steps still to run before the agent may train (0 when co-training)."""
