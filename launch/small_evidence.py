@@ -126,6 +126,9 @@ def check_claims(arms: Dict[str, Dict[str, list]]) -> List[Dict[str, object]]:
           "regression", game, ", ".join(f"{ARMS[a]} {final[a]:.3g}" for a in FIG1_ARMS), out_of_sample > in_sample,
           f"{sum(per_seed)}/{len(per_seed)}")
       growth = {arm: dot[arm][:, 1].mean() / max(dot[arm][:, 0].mean(), 1e-12) for arm in FIG1_ARMS}
+      add("Fig. 1: Q-learning's dot product grows more than offline SARSA's and MC regression's", game,
+          ", ".join(f"{ARMS[a]} x{growth[a]:.2f}" for a in ("q_learning", "sarsa", "monte_carlo")),
+          growth["q_learning"] > max(growth["sarsa"], growth["monte_carlo"]), "")
       add("Fig. 1: dot products of SARSA and MC regression flat (grow less than Q-learning's and TD's)", game,
           ", ".join(f"{ARMS[a]} x{growth[a]:.2f}" for a in FIG1_ARMS),
           max(growth["monte_carlo"], growth["sarsa"]) < min(growth["q_learning"], growth["td_behavior_policy"]),
