@@ -145,10 +145,12 @@ def _draw_metric(ax, runs_by_label: Dict[str, Dict[str, List[Run]]], env: str, c
   return max_steps
 
 
-def _legend_shape(num_labels: int, width: float) -> Tuple[int, int]:
-  """(columns, rows) of a figure legend whose entries take ~1.75 in each."""
-  cols = max(1, min(num_labels, int(width // 1.75)))
-  return cols, math.ceil(num_labels / cols)
+def _legend_shape(labels: Sequence[str], width: float) -> Tuple[int, int]:
+  """(columns, rows) of a figure legend: an entry takes its marker (~0.45 in) and its text, the label plus
+  " (N runs per game)", ~0.05 in a character at the legend's 7 pt; at least 1.75 in."""
+  entry = max([1.75] + [0.45 + 0.05 * (len(label) + 18) for label in labels])
+  cols = max(1, min(len(labels), int(width // entry)))
+  return cols, math.ceil(len(labels) / cols)
 
 
 def _figure_legend(fig, counts: Dict[str, List[int]], ncols: int) -> None:
@@ -188,7 +190,7 @@ def plot_metric_per_env(runs_by_label: Dict[str, Dict[str, List[Run]]], column: 
     return False
   rows, cols = _grid(len(envs))
   width = PAGE_WIDTH if cols > 1 else PAGE_WIDTH * 0.55
-  legend_cols, legend_rows = _legend_shape(len(runs_by_label), width)
+  legend_cols, legend_rows = _legend_shape(list(runs_by_label), width)
   with plt.rc_context(_FONTS):
     fig, axes = plt.subplots(rows, cols, figsize=(width, 1.75 * rows + 0.6 + 0.17 * legend_rows), squeeze=False)
     counts: Dict[str, List[int]] = {}
@@ -218,7 +220,7 @@ def plot_metrics_by_env(runs_by_label: Dict[str, Dict[str, List[Run]]], metrics:
   if not envs:
     return False
   width = min(PAGE_WIDTH, 2.3 * len(envs) + 0.7)
-  legend_cols, legend_rows = _legend_shape(len(runs_by_label), width)
+  legend_cols, legend_rows = _legend_shape(list(runs_by_label), width)
   with plt.rc_context(_FONTS):
     fig, axes = plt.subplots(len(metrics), len(envs), figsize=(width, 1.8 * len(metrics) + 0.6 + 0.17 * legend_rows),
                              squeeze=False)
