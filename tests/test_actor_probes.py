@@ -64,11 +64,10 @@ def test_validation_split_diagnostics_and_plasticity():
   data, _ = episodic_dataset("x")
   held = np.isin(np.arange(EPISODES * LENGTH) // LENGTH, info["validation_episodes"])
   held_rows = {tuple(r) for r in data["observation"][held]}
-  for _ in range(30):
-    exp.train_step()  # never a validation transition:
+  for _ in range(30):  # the training batches never hold a validation transition
     assert not any(tuple(r) in held_rows for r in exp.replay.sample()["observation"].numpy())
   before = [v.numpy().copy() for v in exp.agent.actor_network.variables]
-  iterations = int(exp.agent.actor_optimizer.iterations)
+  iterations = int(exp.agent.actor_optimizer.iterations)  # the probe steps it, then restores it
   metrics = exp.evaluate(0)
   expected = {"validation": (data["observation"][held], data["action"][held]),
               # the first n training transitions in dataset order, n = the validation size
