@@ -86,3 +86,16 @@ def test_dataset_loading_reports_rows_rate_and_duration(tmp_path, caplog):
   replay = fixed_replay.FixedReplay.from_checkpoints(directory, [0, 1])
   lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("load 2 checkpoint(s) of ")]
   assert len(lines) == 1 and f": {replay.num_rows}/{replay.num_rows} rows (100%), " in lines[0] and "took" in lines[0]
+
+
+def test_continuous_evaluation_reports_episodes(caplog):
+  import gymnasium  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from batch_rl_dr3.continuous.evaluation import rollout_returns  # pylint: disable=g-import-not-at-top
+  caplog.set_level("INFO")
+  env = gymnasium.make("Pendulum-v1")
+  returns = rollout_returns(env, lambda obs: np.zeros(1, np.float32), num_episodes=3, seed=0, max_episode_steps=5)
+  env.close()
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval Pendulum-v1: ")]
+  assert len(lines) == 1 and lines[0].startswith("eval Pendulum-v1: 3/3 episodes (100%)")
+  assert lines[0].endswith(f"mean return {np.mean(returns):.1f}")

@@ -22,6 +22,7 @@ import numpy as np
 from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.data import minari as minari_data
 from batch_rl_dr3.errors import ConfigError
+from batch_rl_dr3.progress import Progress
 
 # D4RL env prefix -> (gymnasium id, constructor kwargs).
 GYMNASIUM_MUJOCO = {
@@ -131,6 +132,8 @@ def rollout_returns(env, act: Callable[[np.ndarray], np.ndarray], num_episodes: 
   low = getattr(env.action_space, "low", None)
   high = getattr(env.action_space, "high", None)
   returns = []
+  name = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
+  progress = Progress(f"eval {name}", num_episodes, "episodes")
   for episode in range(num_episodes):
     observation, _ = env.reset(seed=seed + episode)
     total, steps, done = 0.0, 0, False
@@ -148,6 +151,8 @@ def rollout_returns(env, act: Callable[[np.ndarray], np.ndarray], num_episodes: 
       steps += 1
       done = terminated or truncated or (max_episode_steps is not None and steps >= max_episode_steps)
     returns.append(total)
+    progress.update(1, f"mean return {np.mean(returns):.1f}")
+  progress.close()
   return np.asarray(returns, np.float64)
 
 
