@@ -49,6 +49,7 @@ def test_locomotion():
 def test_antmaze_observation_is_d4rls_qpos_qvel():
   check_domain("antmaze-umaze-v2", "AntMaze_UMaze-v4", 29, 8, {"continuing_task": False})
   env = evaluation.make_environment("antmaze-medium-diverse-v2", observation_dim=29)
+  assert env.spec.max_episode_steps == 1000  # D4RL's antmaze-medium / large (umaze 700)
   observation, _ = env.reset(seed=3)
   ant = env.unwrapped.ant_env.data
   # D4RL's AntMaze observation is the ant's qpos (15, x and y first) ++ qvel (14).
@@ -60,7 +61,12 @@ def test_antmaze_observation_is_d4rls_qpos_qvel():
 @pytest.mark.parametrize("hand,obs_dim,act_dim", [("pen", 45, 24), ("door", 39, 28), ("hammer", 46, 26),
                                                   ("relocate", 39, 30)])
 def test_adroit(hand, obs_dim, act_dim):
-  check_domain(f"{hand}-cloned-v1", f"AdroitHand{hand.capitalize()}-v1", obs_dim, act_dim)
+  # D4RL's episode lengths (d4rl/hand_manipulation_suite MAX_STEPS): pen 100, the others 200.
+  kwargs = {"max_episode_steps": 100} if hand == "pen" else None
+  check_domain(f"{hand}-cloned-v1", f"AdroitHand{hand.capitalize()}-v1", obs_dim, act_dim, kwargs)
+  env = evaluation.make_environment(f"{hand}-cloned-v1")
+  assert env.spec.max_episode_steps == (100 if hand == "pen" else 200)
+  env.close()
 
 
 def test_kitchen_observation_in_d4rl_layout():

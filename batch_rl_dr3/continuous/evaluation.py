@@ -38,6 +38,9 @@ _ANTMAZE_IDS = {  # gymnasium-robotics D4RL-style mazes (AntMaze_<maze>-v4)
 }
 ADROIT_IDS = {"pen": "AdroitHandPen-v1", "door": "AdroitHandDoor-v1", "hammer": "AdroitHandHammer-v1",
               "relocate": "AdroitHandRelocate-v1"}
+# D4RL's Adroit v1 episodes last 100 steps for pen and 200 for the others (d4rl/hand_manipulation_suite MAX_STEPS),
+# and its reference returns were measured so; gymnasium-robotics' AdroitHandPen-v1 defaults to 200 steps.
+ADROIT_KWARGS = {"pen": {"max_episode_steps": 100}}
 # D4RL kitchen task -> the sub-tasks of its environment (D4RL's KitchenMicrowaveKettleLightSliderV0 for complete and
 # partial, KitchenMicrowaveKettleBottomBurnerLightV0 for mixed).
 KITCHEN_SUBTASKS = {
@@ -71,7 +74,7 @@ def environment_id(task: str):
       raise ConfigError(f"task={task!r}: unknown kitchen task; expected one of {sorted(KITCHEN_SUBTASKS)}")
     return "gymnasium_robotics", "FrankaKitchen-v1", {"tasks_to_complete": list(KITCHEN_SUBTASKS[task])}
   if prefix in ADROIT_IDS:
-    return "gymnasium_robotics", ADROIT_IDS[prefix], {}
+    return "gymnasium_robotics", ADROIT_IDS[prefix], dict(ADROIT_KWARGS.get(prefix, {}))
   if prefix in COG_ENVIRONMENTS:
     return "roboverse", COG_ENVIRONMENTS[prefix], {}
   raise ConfigError(f"task={task!r}: no evaluation environment known; expected a D4RL locomotion, antmaze, "
