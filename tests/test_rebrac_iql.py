@@ -199,7 +199,7 @@ def test_expectile_value_converges_to_the_expectile():
     pytest.param(["continuous/study/rebrac.gin", "continuous/study/rebrac_comb.gin"], marks=pytest.mark.slow),
     ["continuous/study/iql.gin", "continuous/study/iql_comb.gin"]], ids=["rebrac", "iql"])
 def test_study_recipe_with_dr3_trains_end_to_end_from_a_d4rl_file(tmp_path, recipe):
-  """python -m batch_rl_dr3.train's path: the study's gin + the best combination + continuous/dr3.gin on a
+  """python -m batch_rl_dr3.train's path: the study's gin + the best combination + continuous/dr3_cog.gin on a
   D4RL-format hopper file (next actions from the loader), evaluation in gymnasium's Hopper."""
   import json
   import os
@@ -222,7 +222,7 @@ def test_study_recipe_with_dr3_trains_end_to_end_from_a_d4rl_file(tmp_path, reci
               "ContinuousExperiment.eval_max_episode_steps = 10", "ReBracAgent.actor_hidden_units = (32, 32, 32)",
               "ReBracAgent.critic_hidden_units = (32, 32)", "IqlAgent.hidden_units = (32, 32)"]
   try:
-    train.train(base_dir, recipe + ["continuous/dr3.gin"], bindings)
+    train.train(base_dir, recipe + ["continuous/dr3_cog.gin"], bindings)
   finally:
     gin.clear_config()
   rows = pd.read_csv(os.path.join(base_dir, "metrics.csv"))

@@ -336,7 +336,7 @@ def test_actor_regularization_runs_get_the_table_values_through_the_real_gin_par
     reg = parse("actor_reg_dr3/iql-comb+dr3-c0.0001/antmaze-large-diverse-v2/seed4")
     assert (reg.layer_norm, reg.dropout_rate, reg.weight_decay, reg.l1_ratio) == (True, 0.1, 0.01, 0.5)
     assert gin.query_parameter("ContinuousExperiment.dr3_coefficient") == 0.0001
-    assert gin.query_parameter("dr3_penalty.use_abs") is False
+    assert gin.query_parameter("DR3.use_abs") is False and gin.query_parameter("DR3.stop_gradient_next") is True
     assert _operative("ContinuousExperiment.actor_variant") == "LN+DO+WD(tuned)"
     parse("actor_reg_dr3/rebrac-comb+dr3/walker2d-medium-v2/seed0")
     assert gin.query_parameter("ContinuousExperiment.dr3_coefficient") == 0.001
