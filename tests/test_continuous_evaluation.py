@@ -47,7 +47,8 @@ def test_locomotion():
 
 
 def test_antmaze_observation_is_d4rls_qpos_qvel():
-  check_domain("antmaze-umaze-v2", "AntMaze_UMaze-v4", 29, 8, {"continuing_task": False})
+  check_domain("antmaze-umaze-v2", "AntMaze_UMaze-v4", 29, 8,
+               {"continuing_task": False, "maze_map": evaluation.D4RL_ANTMAZE_EVAL_MAPS["umaze"]})
   env = evaluation.make_environment("antmaze-medium-diverse-v2", observation_dim=29)
   assert env.spec.max_episode_steps == 1000  # D4RL's antmaze-medium / large (umaze 700)
   observation, _ = env.reset(seed=3)
@@ -136,3 +137,19 @@ def test_unknown_tasks_are_refused():
     evaluation.environment_id("kitchen-foo-v0")
   with pytest.raises(ConfigError, match="no evaluation environment known"):
     evaluation.environment_id("breakout")
+
+
+@pytest.mark.parametrize("task,start,goal", [
+    ("antmaze-umaze-diverse-v2", (1, 1), (3, 1)),  # D4RL's U_MAZE_TEST
+    ("antmaze-medium-play-v2", (1, 1), (6, 6)),  # BIG_MAZE_TEST: D4RL's target (20, 20) from the start
+    ("antmaze-large-diverse-v2", (1, 1), (7, 9))])  # HARDEST_MAZE_TEST: D4RL's target (32, 24)
+def test_antmaze_starts_and_goals_are_d4rls_evaluation_cells(task, start, goal):
+  env = evaluation.make_environment(task)
+  maze = env.unwrapped.maze
+  for seed in range(3):  # the same cells every episode, up to gymnasium-robotics' +-0.25 cell noise
+    observation, _ = env.reset(seed=seed)
+    np.testing.assert_allclose(observation["achieved_goal"], maze.cell_rowcol_to_xy(np.array(start)),
+                               atol=0.25 * maze.maze_size_scaling)
+    np.testing.assert_allclose(observation["desired_goal"], maze.cell_rowcol_to_xy(np.array(goal)),
+                               atol=0.25 * maze.maze_size_scaling)
+  env.close()

@@ -8,7 +8,9 @@ same observation layout (HalfCheetah 17, Hopper 11, Walker2d 17; Ant 27 with con
 Kitchen robot qpos (9) ++ object qpos (21) ++ D4RL's 30-value goal of the task's 4 sub-tasks (60). Adroit's
 AdroitHand*-v1 observe D4RL's vectors (pen 45, door 39, hammer 46, relocate 39); their door / hammer / relocate
 rewards were changed in gymnasium-robotics 1.2.1 without a version bump, so the returns there (and the normalized
-scores computed from D4RL's reference returns) are not exactly D4RL's (see the README).
+scores computed from D4RL's reference returns) are not exactly D4RL's (see the README). AntMaze runs from D4RL's
+start cell to D4RL's goal cell, but in gymnasium-robotics' coordinates (centred, y up the rows), a shifted mirror
+image of D4RL's: right for Minari's AntMaze data, not for policies trained on D4RL's own files (README).
 
 Noisy evaluations (Tarasov et al. 2024, reference §4): `action_noise` sigma adds N(0, sigma^2) to the policy's action
 before clipping to the action box, `state_noise` sigma adds N(0, sigma^2) to what the policy observes (the
@@ -31,11 +33,21 @@ GYMNASIUM_MUJOCO = {
     "walker2d": ("Walker2d-v5", {}),
     "ant": ("Ant-v5", {"include_cfrc_ext_in_observation": False}),
 }
-_ANTMAZE_IDS = {  # gymnasium-robotics D4RL-style mazes (AntMaze_<maze>-v4)
-    "umaze": "AntMaze_UMaze-v4", "umaze-diverse": "AntMaze_UMaze-v4",
-    "medium-play": "AntMaze_Medium-v4", "medium-diverse": "AntMaze_Medium_Diverse_GR-v4",
-    "large-play": "AntMaze_Large-v4", "large-diverse": "AntMaze_Large_Diverse_GR-v4",
+# D4RL's AntMaze evaluation: one start cell 'r' and one goal cell 'g' per maze (D4RL locomotion/maze_env.py
+# U_MAZE_TEST, BIG_MAZE_TEST, HARDEST_MAZE_TEST, used by every antmaze-*-v2 task, 'diverse' and 'play' alike), given
+# to gymnasium-robotics' AntMaze_<maze>-v4 as its maze_map (its own maps draw start and goal at random).
+_R, _G = "r", "g"
+D4RL_ANTMAZE_EVAL_MAPS = {
+    "umaze": [[1, 1, 1, 1, 1], [1, _R, 0, 0, 1], [1, 1, 1, 0, 1], [1, _G, 0, 0, 1], [1, 1, 1, 1, 1]],
+    "medium": [[1, 1, 1, 1, 1, 1, 1, 1], [1, _R, 0, 1, 1, 0, 0, 1], [1, 0, 0, 1, 0, 0, 0, 1],
+               [1, 1, 0, 0, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1], [1, 0, 1, 0, 0, 1, 0, 1],
+               [1, 0, 0, 0, 1, 0, _G, 1], [1, 1, 1, 1, 1, 1, 1, 1]],
+    "large": [[1] * 12, [1, _R, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1], [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+              [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1], [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
+              [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1], [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
+              [1, 0, 0, 1, 0, 0, 0, 1, 0, _G, 0, 1], [1] * 12],
 }
+_ANTMAZE_IDS = {"umaze": "AntMaze_UMaze-v4", "medium": "AntMaze_Medium-v4", "large": "AntMaze_Large-v4"}
 ADROIT_IDS = {"pen": "AdroitHandPen-v1", "door": "AdroitHandDoor-v1", "hammer": "AdroitHandHammer-v1",
               "relocate": "AdroitHandRelocate-v1"}
 # D4RL's Adroit v1 episodes last 100 steps for pen and 200 for the others (d4rl/hand_manipulation_suite MAX_STEPS),
@@ -67,8 +79,11 @@ def environment_id(task: str):
     gym_id, kwargs = GYMNASIUM_MUJOCO[prefix]
     return "gymnasium", gym_id, kwargs
   if prefix == "antmaze":
-    maze = task[len("antmaze-"):].rsplit("-v", 1)[0]
-    return "gymnasium_robotics", _ANTMAZE_IDS[maze], {"continuing_task": False}
+    maze = task[len("antmaze-"):].rsplit("-v", 1)[0].split("-")[0]  # umaze(-diverse), medium-play, ...
+    if maze not in _ANTMAZE_IDS:
+      raise ConfigError(f"task={task!r}: unknown AntMaze maze; expected antmaze-{{umaze,medium,large}}-...")
+    return "gymnasium_robotics", _ANTMAZE_IDS[maze], {"continuing_task": False,
+                                                      "maze_map": D4RL_ANTMAZE_EVAL_MAPS[maze]}
   if prefix == "kitchen":
     if task not in KITCHEN_SUBTASKS:
       raise ConfigError(f"task={task!r}: unknown kitchen task; expected one of {sorted(KITCHEN_SUBTASKS)}")
