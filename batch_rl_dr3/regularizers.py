@@ -303,41 +303,53 @@ class FullGradientDR3(Penalty):
             "mask_terminal": self.mask_terminal}
 
 
-def lyapunov_doubling(a, q, iterations: int):
-  """sum_{k < 2^iterations} a^k q (a^T)^k by doubling (Smith's method): the solution Sigma of the discrete
-  Lyapunov equation Sigma = a Sigma a^T + q when the spectral radius of a is below 1 (then the partial sum
-  converges to it quadratically in `iterations`). Matmuls only, so it compiles under XLA."""
-  s = q
-  for _ in range(int(iterations)):
-    s = s + tf.matmul(tf.matmul(a, s), a, transpose_b=True)
-    a = tf.matmul(a, a)
-  return s
+def solve_discrete_lyapunov(a, q):
+  """X with X = a X a^T + q, for small square float64 a, q ([r, r]), from the Kronecker form
+  (I - a (x) a) vec(X) = vec(q): the unique solution whenever no two eigenvalues of a multiply to 1 (when a is
+  stable it is the series sum_k a^k q (a^T)^k; scipy.linalg.solve_discrete_lyapunov solves the same equation).
+  One r^2 x r^2 linear solve; compiles under XLA."""
+  r = tf.shape(a)[0]
+  kron = tf.reshape(tf.einsum("ij,kl->ikjl", a, a), [r * r, r * r])
+  x = tf.linalg.solve(tf.eye(r * r, dtype=a.dtype) - kron, tf.reshape(q, [r * r, 1]))
+  return tf.reshape(x, [r, r])
 
 
-def label_noise_sigma(features, next_features, discount, eta: float, iterations: int = 40):
-  """Sigma*_M of the paper's Theorem 3.1 for label noise, on the last layer, as a d x d matrix (float64):
+def label_noise_sigma_factors(features, next_features, discount, eta: float, rank_tolerance: float = 1e-6):
+  """Sigma*_M of the paper's Theorem 3.1 for label noise on the last layer, as factors: Sigma* = U X U^T with
+  U = Phi^T W ([d, B], orthonormal columns spanning the batch's features, zero columns where Phi is rank
+  deficient) and X [B, B] (float64, no gradient). Sigma* is the fixed point of the discrete Lyapunov equation
 
     Sigma* = (I - eta G) Sigma* (I - eta G)^T + eta^2 M,   M = sum_i phi_i phi_i^T  (label noise, Blanc et al.),
     G = sum_i phi_i (phi_i - gamma_i phi'_i)^T  (the pseudo-Hessian of linear TD on the features),
 
-  with phi_i = phi(s_i, a_i), phi'_i = phi(s'_i, a'_i) and gamma_i the transition's discount (0 after a
-  terminal). Both G and M map into the span of the batch's phi_i, so Sigma* = Phi^T S Phi with S the B x B
-  solution of S = A S A^T + eta^2 I, A = I - eta (Phi - gamma Phi') Phi^T: solved in whichever of the B- and
-  d-dimensional forms is smaller. No gradient flows through Sigma* (a fixed point, computed explicitly).
+  phi_i = phi(s_i, a_i), phi'_i = phi(s'_i, a'_i), gamma_i the transition's discount (0 after a terminal). G and M
+  map into the span of the phi_i and that span is invariant under I - eta G, so the equation is solved there
+  (U^T (I - eta G) U and U^T M U are B x B); outside it the fixed point is 0. Directions with a Gram eigenvalue
+  below rank_tolerance x the largest (duplicate or collinear features) are dropped.
   """
   phi = tf.cast(tf.stop_gradient(features), tf.float64)
   phi_next = tf.cast(tf.stop_gradient(next_features), tf.float64)
   gamma = tf.cast(tf.stop_gradient(discount), tf.float64)[:, None]
-  td_direction = phi - gamma * phi_next                        # D [B, d]
+  gram = tf.matmul(phi, phi, transpose_b=True)                          # Phi Phi^T [B, B]
+  eigenvalues, eigenvectors = tf.linalg.eigh(gram)
+  keep = eigenvalues > rank_tolerance * tf.reduce_max(eigenvalues)
+  scale = tf.where(keep, tf.math.rsqrt(tf.where(keep, eigenvalues, 1.0)), 0.0)
+  w = eigenvectors * scale[None, :]                                      # U = Phi^T W, U^T U = diag(keep)
+  keep = tf.cast(keep, tf.float64)
   eta = tf.constant(eta, tf.float64)
-  batch, dim = features.shape[-2], features.shape[-1]
-  if batch is not None and dim is not None and dim <= batch:
-    a = tf.eye(dim, dtype=tf.float64) - eta * tf.matmul(phi, td_direction, transpose_a=True)
-    return lyapunov_doubling(a, eta ** 2 * tf.matmul(phi, phi, transpose_a=True), iterations)
-  size = tf.shape(phi)[0]
-  a = tf.eye(size, dtype=tf.float64) - eta * tf.matmul(td_direction, phi, transpose_b=True)
-  s = lyapunov_doubling(a, eta ** 2 * tf.eye(size, dtype=tf.float64), iterations)
-  return tf.matmul(tf.matmul(phi, s, transpose_a=True), phi)
+  # U^T (I - eta Phi^T D) U = diag(keep) - eta W^T (Phi Phi^T) D Phi^T W, with D = Phi - gamma Phi'.
+  td_direction = phi - gamma * phi_next
+  a = tf.linalg.diag(keep) - eta * tf.matmul(
+      tf.matmul(w, gram, transpose_a=True), tf.matmul(tf.matmul(td_direction, phi, transpose_b=True), w))
+  q = eta ** 2 * tf.linalg.diag(keep * tf.where(keep > 0, eigenvalues, 0.0))  # U^T M U = diag(lambda)
+  return w, solve_discrete_lyapunov(a, q)
+
+
+def label_noise_sigma(features, next_features, discount, eta: float, rank_tolerance: float = 1e-6):
+  """Sigma*_M as a d x d float64 matrix (see `label_noise_sigma_factors`; for inspection and tests)."""
+  w, x = label_noise_sigma_factors(features, next_features, discount, eta, rank_tolerance)
+  u = tf.matmul(tf.cast(tf.stop_gradient(features), tf.float64), w, transpose_a=True)
+  return tf.matmul(tf.matmul(u, x), u, transpose_b=True)
 
 
 @gin.configurable
@@ -345,46 +357,44 @@ class LabelNoiseDR3(Penalty):
   """The explicit regularizer with Sigma*_M induced by label noise (the paper's Fig. 6, "M induced by label
   noise ... for which we need to run computationally heavy fixed-point computation") instead of Sigma_M = I:
 
-    sum_i phi(s_i,a_i)^T Sigma phi(s'_i,a'_i),   Sigma = (2 / eta) Sigma*_M   (`label_noise_sigma`),
+    sum_i phi(s_i,a_i)^T Sigma phi(s'_i,a'_i),   Sigma = (2 / eta) Sigma*_M   (`label_noise_sigma_factors`),
 
   on the last layer, as DR3. The 2 / eta normalization is ours: with gamma = 0 (supervised regression),
   (2 / eta) Sigma*_M is, to first order in eta, the projection onto the span of the features, so the penalty
   equals DR3 (Sigma_M = I) there and c0 values are comparable. eta is Eq. 3's step size (default: the Atari
-  agents' learning rate 5e-5). Sigma is recomputed from each batch (B x B work) with no gradient through it.
-  Needs PenaltyInputs.discount. Metric: the value and `label_noise_sigma_trace` (trace of Sigma, to watch for a
-  series that does not converge, i.e. TD that is unstable on these features).
+  agents' learning rate 5e-5). Sigma is recomputed from each batch (a B^2 x B^2 solve) with no gradient through it.
+  When TD on the batch's features is unstable (Prop. 3.2's regime) the equation's solution is no longer the
+  limit of the noise's covariance; it is still the fixed point, and `label_noise_sigma_trace` (trace of Sigma)
+  shows its scale. Needs PenaltyInputs.discount.
   """
   label_name = "DR3-labelnoise"
   metric_name = "dr3_label_noise"
   needs_next_features = True
 
-  def __init__(self, coefficient: float = 0.0, eta: float = 5e-5, iterations: int = 40, reduction: str = "sum",
+  def __init__(self, coefficient: float = 0.0, eta: float = 5e-5, reduction: str = "sum",
                name: Optional[str] = None):
     super().__init__(coefficient, name, reduction)
-    if not eta > 0 or iterations < 1:
-      raise ValueError(f"LabelNoiseDR3: eta={eta}, iterations={iterations}; expected eta > 0, iterations >= 1")
-    self.eta, self.iterations = float(eta), int(iterations)
+    if not eta > 0:
+      raise ValueError(f"LabelNoiseDR3.eta={eta}; expected > 0")
+    self.eta = float(eta)
 
-  def sigma(self, inputs) -> tf.Tensor:
-    """(2 / eta) Sigma*_M, float64 [d, d]."""
-    return (2.0 / self.eta) * label_noise_sigma(inputs.features, inputs.next_features, inputs.discount,
-                                                self.eta, self.iterations)
-
-  def _value_and_sigma(self, inputs):
+  def _value_and_trace(self, inputs):
     if inputs.discount is None:
       raise ValueError("LabelNoiseDR3 needs PenaltyInputs.discount")
-    sigma = self.sigma(inputs)
-    dots = tf.reduce_sum(tf.matmul(inputs.features, tf.cast(sigma, inputs.features.dtype))
-                         * inputs.next_features, axis=1)
-    return _reduce_batch(dots, self.reduction), sigma
+    w, x = label_noise_sigma_factors(inputs.features, inputs.next_features, inputs.discount, self.eta)
+    dtype = inputs.features.dtype
+    # phi_i^T U X U^T phi'_i with U = Phi^T W (Phi without gradient): gradients reach phi and phi' only.
+    basis = tf.cast(tf.matmul(tf.cast(tf.stop_gradient(inputs.features), tf.float64), w, transpose_a=True), dtype)
+    left = tf.matmul(tf.matmul(inputs.features, basis), tf.cast((2.0 / self.eta) * x, dtype))
+    dots = tf.reduce_sum(left * tf.matmul(inputs.next_features, basis), axis=1)
+    return _reduce_batch(dots, self.reduction), (2.0 / self.eta) * tf.linalg.trace(x)
 
   def value(self, inputs):
-    return self._value_and_sigma(inputs)[0]
+    return self._value_and_trace(inputs)[0]
 
   def evaluate(self, inputs):
-    value, sigma = self._value_and_sigma(inputs)
-    return value, {self.metric_name: value,
-                   "label_noise_sigma_trace": tf.cast(tf.linalg.trace(sigma), tf.float32)}
+    value, trace = self._value_and_trace(inputs)
+    return value, {self.metric_name: value, "label_noise_sigma_trace": tf.cast(trace, tf.float32)}
 
   def form(self):
-    return {"eta": self.eta, "iterations": self.iterations, "reduction": self.reduction}
+    return {"eta": self.eta, "reduction": self.reduction}

@@ -372,3 +372,17 @@ def test_layer_reinitialization_gives_fresh_seeded_weights_and_leaves_the_rest()
   assert agent.label_parts()["settings"] == {"reinitialize_layers": ("head",), "reinitialize_at_steps": (2,)}
   with pytest.raises(ConfigError, match=r"reinitialize_layers=\['fc'\].*expected layers among"):
     DQN(A, TableSampler(), reinitialize_layers=["fc"], reinitialize_at_steps=[5])
+
+
+@pytest.mark.slow
+def test_every_penalty_compiles_under_xla_and_matches_graph_mode():
+  for make in (lambda: DR3(0.01), lambda: LabelNoiseDR3(0.01), lambda: SrankPenalty(0.01),
+               lambda: FullGradientDR3(0.01)):
+    graph = DQN(A, TableSampler(seed=6), penalties=[make()])
+    xla = DQN(A, TableSampler(seed=6), penalties=[make()], jit_compile=True)
+    _copy(graph, xla)
+    for _ in range(2):
+      m_graph, m_xla = graph.train_step(), xla.train_step()
+    name = graph.penalties[0].metric_name
+    np.testing.assert_allclose(m_xla[name], m_graph[name], rtol=1e-3)
+    np.testing.assert_allclose(m_xla["total_loss"], m_graph["total_loss"], rtol=1e-3)
