@@ -24,8 +24,10 @@ changed, so a refused resume leaves it exactly as it was.
 
 SIGTERM (preemption): the loop saves the state at the next step boundary into checkpoints/preempted/ (with the
 iteration's partial metric sums), raises `RunPreempted` (the command exits 0 with a line saying so), and a
-rerun continues from that step exactly as the uninterrupted run.
+rerun continues from that step exactly as the uninterrupted run. During the end-of-iteration diagnostics and
+evaluation (deterministic in seed and iteration) a SIGTERM stops them at once; the rerun redoes them.
 """
+import contextlib
 import csv
 import io
 import json
@@ -246,17 +248,37 @@ def _user_value(value):
   return value
 
 
+class _EvaluationInterrupted(Exception):
+  """Raised by the SIGTERM handler inside diagnostics/evaluation, which may take minutes: they are redone."""
+
+
 class _Preemption:
   """SIGTERM (what a TPU VM, a spot machine or a batch scheduler sends before stopping a job) -> a flag the
-  train loop reads at every step boundary; installed only in the main thread (where Python runs handlers)."""
+  train loop reads at every step boundary; installed only in the main thread (where Python runs handlers).
+  During `interruptible()` (the end-of-iteration diagnostics and evaluation, deterministic in (seed, iteration)
+  and so redone on resume) the handler stops them at once instead."""
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._interruptible = False
 
   def _handler(self, signum, frame):  # pylint: disable=unused-argument
     self.requested = True
+    if self._interruptible:
+      self._interruptible = False
+      logging.warning("SIGTERM received during evaluation: stopping it (it is redone on resume), saving the "
+                      "trained steps, then exiting.")
+      raise _EvaluationInterrupted()
     logging.warning("SIGTERM received: saving a checkpoint at the next step boundary, then exiting.")
+
+  @contextlib.contextmanager
+  def interruptible(self):
+    self._interruptible = True
+    try:
+      yield
+    finally:
+      self._interruptible = False
 
   def __enter__(self) -> "_Preemption":
     if threading.current_thread() is threading.main_thread():
@@ -449,7 +471,7 @@ def _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_
         _check_finite(latest, f"at gradient step {global_step} (iteration {iteration})", checkpoint_note)
         progress.update(step - shown_step, f"iteration {iteration} | {describe_train_metrics(latest)}")
         shown_step = step
-      if preemption.requested and step < gradient_steps_per_iteration:
+      if preemption.requested:
         progress.close()
         _save_step_checkpoint(step_checkpoint, step_var, checkpoint_dir, iteration, step, accumulator)
         raise RunPreempted(f"stopped by SIGTERM at step {step} of iteration {iteration}; the checkpoint is "
@@ -457,8 +479,16 @@ def _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_
     train_metrics = accumulator.means()
     _check_finite(train_metrics, f"in iteration {iteration}", checkpoint_note)
     train_seconds = time.time() - t0
-    train_metrics.update(experiment.diagnostics(iteration))
-    eval_metrics = experiment.evaluate(iteration)
+    try:
+      with preemption.interruptible():
+        train_metrics.update(experiment.diagnostics(iteration))
+        eval_metrics = experiment.evaluate(iteration)
+    except _EvaluationInterrupted:
+      progress.close()
+      _save_step_checkpoint(step_checkpoint, step_var, checkpoint_dir, iteration, gradient_steps_per_iteration,
+                            accumulator)
+      raise RunPreempted(f"stopped by SIGTERM during the evaluation of iteration {iteration}; its trained steps "
+                         f"are saved in {checkpoint_dir}: rerun the same command to evaluate and continue") from None
 
     row = {"iteration": iteration, "gradient_steps": (iteration + 1) * gradient_steps_per_iteration}
     row.update({f"train/{k}": v for k, v in sorted(train_metrics.items())})

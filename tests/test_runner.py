@@ -6,6 +6,7 @@ checkpointed tf.random.Generator), so optimizer slots and RNG state must both su
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from batch_rl_dr3 import run_lock
 from batch_rl_dr3 import runner
-from batch_rl_dr3.errors import ConfigError, TrainingDivergedError, first_line
+from batch_rl_dr3.errors import ConfigError, RunPreempted, TrainingDivergedError, first_line
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -427,3 +428,51 @@ def test_runner_calls_reinitialize_after_the_configured_global_gradient_steps(tm
   reference = tmp_path / "reference"
   _run(reference, 3)
   assert abs(float(_rows(tmp_path)[-1]["eval/return"]) - float(_rows(reference)[-1]["eval/return"])) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SIGTERM (a real signal to this process; the runner's handler is installed in the main thread)
+
+
+class SigtermExperiment(LeastSquaresExperiment):
+  """Sends SIGTERM to its own process once: at a train step (iteration, step) or in an iteration's evaluation."""
+
+  def __init__(self, seed=0, at_step=None, in_evaluation=None):
+    super().__init__(seed)
+    self.at_step, self.in_evaluation = at_step, in_evaluation
+
+  def train_step(self):
+    metrics = super().train_step()
+    if (self.iteration, self.step) == self.at_step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return metrics
+
+  def evaluate(self, iteration):
+    if iteration == self.in_evaluation:
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # a long evaluation: the handler stops it at once
+      raise AssertionError("the evaluation was not interrupted")
+    return super().evaluate(iteration)
+
+
+def _run_sigterm(base_dir, num_iterations, **kwargs):
+  return runner.run_experiment(
+      str(base_dir), create_experiment=lambda seed: SigtermExperiment(seed=seed, **kwargs),
+      num_iterations=num_iterations, gradient_steps_per_iteration=10, seed=3, log_every_steps=4)
+
+
+@pytest.mark.parametrize("where", [dict(at_step=(1, 6)), dict(at_step=(1, 10)), dict(in_evaluation=1)],
+                         ids=["mid_iteration", "last_step", "in_evaluation"])
+def test_sigterm_saves_the_state_and_the_resume_equals_an_uninterrupted_run(tmp_path, where):
+  _run(tmp_path / "straight", 3)
+  with pytest.raises(RunPreempted, match=r"stopped by SIGTERM (at step|during the evaluation).*rerun the same "):
+    _run_sigterm(tmp_path / "stopped", 3, **where)
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the previous handler is back
+  state = json.load(open(tmp_path / "stopped" / "checkpoints" / "preempted" / "state.json"))
+  assert (state["iteration"], state["step"]) == (1, where.get("at_step", (1, 10))[1])
+  assert len(_rows(tmp_path / "stopped")) == 1 and not os.path.exists(tmp_path / "stopped" / "DONE")
+  _run(tmp_path / "stopped", 3)
+  straight, resumed = _rows(tmp_path / "straight"), _rows(tmp_path / "stopped")
+  for key in ("train/loss", "train/w_norm", "eval/return"):
+    assert [r[key] for r in resumed] == [r[key] for r in straight], key
+  assert not os.path.exists(tmp_path / "stopped" / "checkpoints" / "preempted")
