@@ -118,6 +118,14 @@ def label_from_run_info(info: Mapping[str, Any]) -> Optional[str]:
   return run_label(agent, settings, [("DR3", {"c0": c0})] if c0 > 0 else [])
 
 
+def distinct_derived_labels(infos: Sequence[Mapping[str, Any]]) -> list:
+  """The different labels the rule derives from these run_info records' label_parts (ignoring their explicit
+  labels): more than one means an explicit label pools runs that differ (the report warns)."""
+  derived = {label_from_parts(str(info.get("agent", "")), info["label_parts"])
+             for info in infos if isinstance(info.get("label_parts"), Mapping)}
+  return sorted(derived)
+
+
 def base_label(label: str) -> str:
   """The label without its settings in parentheses: 'CQL+DR3 (c0=0.03)' -> 'CQL+DR3' (to find the paper's
   entry for an algorithm)."""

@@ -432,3 +432,14 @@ def test_fig1_draws_the_four_backups_without_dr3(tmp_path):
   image = mpimg.imread(fig1)
   # Two rows of panels (dot products, average Q) by two games: wider than tall, a real plot.
   assert image.shape[1] > image.shape[0] > 300 and image.std() > 0.05
+
+
+def test_an_explicit_label_over_runs_with_different_settings_is_warned_about(tmp_path):
+  for seed, c0 in ((0, 0.01), (1, 0.03)):
+    write_run(tmp_path / f"s{seed}", {"domain": "atari", "game": "pong", "agent": "cql_qr", "label": "mine",
+                                       "setting": "1pct", "seed": seed, "label_parts": {
+                                           "settings": {}, "penalties": [["DR3", {"c0": c0}]]}},
+              atari_rows("Pong", "CQL", "1pct", seed))
+  warnings = []
+  report.build_report([str(tmp_path / "*")], str(tmp_path / "out"), reps=50, curve_reps=20, warn=warnings.append)
+  assert any("mine" in w and "CQL+DR3 (c0=0.01); CQL+DR3 (c0=0.03)" in w for w in warnings), warnings

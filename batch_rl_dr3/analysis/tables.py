@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from batch_rl_dr3 import labels
 from batch_rl_dr3 import reference_scores as scores
 from batch_rl_dr3.analysis import aggregate, paper_results
 from batch_rl_dr3.analysis.runs import Run
@@ -137,6 +138,10 @@ def label_scores(groups: RunGroups, domain: str, warn: Warn) -> Dict[str, Dict[s
       if not scored:
         continue
       all_runs = [r for env_runs in scored.values() for r in env_runs]
+      differing = labels.distinct_derived_labels([r.info for r in all_runs])
+      if len(differing) > 1:
+        warn(f"WARNING: {where}: its runs were run with different settings ({'; '.join(differing)}); their "
+             f"explicit label pools them. Drop or change the labels to compare them apart.")
       envs = {}
       for env, env_runs in sorted(scored.items()):
         returns = np.stack([r.column(SCORE_COLUMN)[:common] for r in env_runs])
