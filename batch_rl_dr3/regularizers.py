@@ -34,15 +34,14 @@ def feature_dot_products(features, next_features):
   return tf.reduce_sum(features * next_features, axis=-1)
 
 
-@gin.configurable(denylist=["features", "next_features", "mask"])
-def dr3_penalty(features, next_features, *, reduction="mean", use_abs=True,
-                stop_gradient_next=False, mask=None):
+def dr3_penalty(features, next_features, *, reduction, use_abs, stop_gradient_next, mask=None):
   """DR3 penalty before its coefficient c0.
 
   Args:
     features: [B, d] phi(s, a) of the online network.
     next_features: [B, d] phi(s', a') of the online network, a' the action used by the backup.
     reduction: 'mean' (Dopamine's agent; c0 independent of batch size) or 'sum' (the paper's equation).
+  Not a gin configurable: the form is bound on the `DR3` penalty object (one place for it).
     use_abs: take |phi(s).phi(s')| per transition (Dopamine's DR3 agent) instead of the signed value.
     stop_gradient_next: treat phi(s',a') as a constant (COG+DR3); the paper found gradients through
       both sides slightly better, hence False by default.

@@ -123,7 +123,7 @@ class ContinuousExperiment(tf.Module):
     self._regularization = actor_regularization.ActorRegularization()
     actor_label = self._regularization.short_label()
     # The one label rule (batch_rl_dr3.labels): the actor-regularization variant, DR3's c0 and its form as bound on
-    # dr3_penalty. The variant is `actor_variant` when given (the study's names: 'LN', 'LN+DO+GrN(tuned)'; '' for
+    # DR3.*. The variant is `actor_variant` when given (the study's names: 'LN', 'LN+DO+GrN(tuned)'; '' for
     # the algorithm's own baseline, e.g. IQL's dropout on Adroit), else the regularizers on with their settings.
     if actor_variant is None:
       actor_parts = [(actor_label, self._regularization.non_default())] if actor_label else []
