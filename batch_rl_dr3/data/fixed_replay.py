@@ -231,39 +231,36 @@ class FixedReplay:
 
   # -- Dopamine-style access -------------------------------------------------------------------------------
 
-  def _resident_or_load(self, position: int) -> "FixedReplay":
+  def _checkpoint_table(self, position: int) -> Tuple["FixedReplay", int, np.ndarray]:
+    """(replay holding it, first row of its transitions in the packed tables, its valid stored-row indices) for
+    the `position`-th checkpoint: this replay when resident, else a one-checkpoint replay loaded for the call."""
     if not 0 <= position < len(self.checkpoints):
       raise IndexError(f"position {position} out of range: {len(self.checkpoints)} checkpoint(s) selected")
     if position in self._ranges:
-      return self
+      return self, self._ranges[position][0], self._valid[position]
     suffix, kept = self.checkpoints[position]
     single = FixedReplay(self.directory, [(suffix, kept)], stack_size=self.stack_size,
                          update_horizon=self.update_horizon, gamma=self.gamma, subset=self.subset, seed=self.seed,
                          cache_dir=self._cache.cache_dir if self._cache else None)
-    single._ranges = {position: single._ranges[0]}  # pylint: disable=protected-access
-    single._valid = {position: single._valid[0]}  # pylint: disable=protected-access
-    return single
+    return single, 0, single.valid_indices(0)
 
   def valid_indices(self, position: int) -> np.ndarray:
     """Sorted stored-row indices of the `position`-th checkpoint that Dopamine would accept as a transition."""
-    replay = self._resident_or_load(position)
-    return replay._valid[position].copy()  # pylint: disable=protected-access
+    return self._checkpoint_table(position)[2].copy()
 
   def get_transitions(self, position: int, indices: Sequence[int]) -> Dict[str, np.ndarray]:
     """The batch contract (numpy) for stored rows `indices` of the `position`-th checkpoint.
 
     The equivalent of Dopamine's `sample_transition_batch(indices=...)`; an index that is not valid raises.
     """
-    replay = self._resident_or_load(position)
+    replay, first, valid = self._checkpoint_table(position)
     indices = np.asarray(indices, np.int64).reshape(-1)
-    valid = replay._valid[position]  # pylint: disable=protected-access
     where = np.searchsorted(valid, indices)
     bad = (where >= len(valid)) | (valid[np.minimum(where, len(valid) - 1)] != indices)
     if bad.any():
       raise ValueError(f"indices {indices[bad][:5].tolist()} of checkpoint position {position} are not valid "
                        f"transitions (see valid_indices)")
-    ids = replay._ranges[position][0] + where  # pylint: disable=protected-access
-    return {k: v.numpy() for k, v in replay.gather(tf.constant(ids, tf.int32)).items()}
+    return {k: v.numpy() for k, v in replay.gather(tf.constant(first + where, tf.int32)).items()}
 
   def gather(self, ids: tf.Tensor, unpacking: str = "transpose") -> Dict[str, tf.Tensor]:
     """The batch for transition ids (rows of the packed tables), from TF ops only (see FRAME_UNPACKING)."""
