@@ -374,3 +374,26 @@ def test_fig1_and_small_evidence_runs_get_each_backup_through_the_real_gin_parse
         if arm.startswith("td_behavior_policy"):
           assert gin.query_parameter("BehaviorPolicy.pretrain_steps") == (100_000 if "100k" in arm else 20_000)
   gin.clear_config()
+
+
+def test_fig6_and_reinit_sweeps_build_the_agents_they_name():
+  import gin
+  from batch_rl_dr3 import labels
+  from batch_rl_dr3.agents import create_agent
+  from batch_rl_dr3.regularizers import LabelNoiseDR3
+  from tests.test_agents import A, TableSampler
+  fig6, reinit = sweep_lib.load_sweep("fig6_label_noise"), sweep_lib.load_sweep("reinit")
+  assert (len(fig6.runs), len(reinit.runs)) == (3 * 5 * 3, 2 * 3 * 5)
+  try:
+    _parse_run(next(r for r in fig6.runs if r.labels["agent"] == "cql_qr+dr3_label_noise"))
+    agent = create_agent("cql_qr", A, TableSampler(), data_setting="1pct")
+    (penalty,) = agent.penalties
+    assert isinstance(penalty, LabelNoiseDR3) and float(penalty.coefficient) == pytest.approx(0.03)
+    assert labels.label_from_parts("cql_qr", agent.label_parts()) == "CQL+DR3-labelnoise (c0=0.03)"
+    _parse_run(next(r for r in reinit.runs if r.labels["agent"] == "dqn+dr3" and r.labels["reinit"] == "features+head"))
+    agent = create_agent("dqn", A, TableSampler(), data_setting="1pct")
+    assert agent.reinitialization_steps() == (3_250_000,) and agent.reinitialize_layers == ("features", "head")
+    assert labels.label_from_parts("dqn", agent.label_parts()) == (
+        "DQN+DR3 (reinitialize_at_steps=3250000, reinitialize_layers=features+head, c0=0.03)")
+  finally:
+    gin.clear_config()
