@@ -99,12 +99,16 @@ def figure_rate(figures: Dict[str, dict], name: str, path: str) -> Optional[Rate
 
 
 def _parameter(name: str, function):
-  """A gin binding if bound, else the default in `function`'s signature."""
+  """A gin binding if bound (a macro `%X` or a call `@f()` evaluated as gin would), else the default in
+  `function`'s signature."""
   import gin
   try:
-    return gin.query_parameter(name)
+    value = gin.query_parameter(name)
   except ValueError:
     return inspect.signature(function).parameters[name.rsplit(".", 1)[1]].default
+  if isinstance(value, gin.config.ConfigurableReference) and value.evaluate:
+    value = value.scoped_configurable_fn()
+  return value
 
 
 @functools.lru_cache(maxsize=None)
@@ -188,12 +192,16 @@ class Estimate:
     return None if any(h is None for h in hours) else sum(hours)
 
   def measured_eval_hours(self) -> Optional[float]:
+    if self.eval_episodes:
+      return None  # continuous evaluation: episodes, not timed (see the note)
     return _hours(self.eval_steps, self.eval_rate)
 
   def target_train_hours(self) -> Optional[float]:
     return _hours(self.gradient_steps, self.target_rate)
 
   def target_eval_hours(self) -> Optional[float]:
+    if self.eval_episodes:
+      return None
     return _hours(self.eval_steps, self.target_eval_rate)
 
 

@@ -149,3 +149,12 @@ def test_tpu_launchers_estimate_without_a_root(tiny, launcher_name, capsys):
   out = capsys.readouterr().out
   assert code == 0 and "Total: 1,200 gradient steps, 600 evaluation agent steps" in out
   assert "At --steps_per_second=600: train 0.000556 h" in out   # 1,200 / 600 s
+
+
+def test_bindings_through_gin_macros_are_evaluated_as_gin_would(tiny, tmp_path):
+  sweep, bench = tiny
+  text = TINY.replace('"run_experiment.num_iterations = 3"', '"ITERS = 5", "run_experiment.num_iterations = %ITERS"')
+  path = tmp_path / "macro.toml"
+  path.write_text(text)
+  est = estimate_lib.estimate(sweep_lib.load_sweep(str(path)).runs, data_dir="/d", benchmarks=bench)
+  assert est.gradient_steps == 4 * 5 * 100 and est.eval_steps == 4 * 5 * 50
