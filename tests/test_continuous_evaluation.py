@@ -47,16 +47,86 @@ def test_locomotion():
 
 
 def test_antmaze_observation_is_d4rls_qpos_qvel():
+  # D4RL's data: gymnasium-robotics gets D4RL's map with its rows reversed (D4RL's walls, translated).
   check_domain("antmaze-umaze-v2", "AntMaze_UMaze-v4", 29, 8,
-               {"continuing_task": False, "maze_map": evaluation.D4RL_ANTMAZE_EVAL_MAPS["umaze"]})
+               {"continuing_task": False, "maze_map": evaluation.D4RL_ANTMAZE_EVAL_MAPS["umaze"][::-1]})
   env = evaluation.make_environment("antmaze-medium-diverse-v2", observation_dim=29)
   assert env.spec.max_episode_steps == 1000  # D4RL's antmaze-medium / large (umaze 700)
   observation, _ = env.reset(seed=3)
   ant = env.unwrapped.ant_env.data
-  # D4RL's AntMaze observation is the ant's qpos (15, x and y first) ++ qvel (14).
-  np.testing.assert_array_equal(evaluation.observation_adapter("antmaze-medium-diverse-v2")(observation),
+  # D4RL's AntMaze observation is the ant's qpos (15, x and y first) ++ qvel (14), x and y relative to the centre of
+  # D4RL's start cell: row 1, column 1 of BIG_MAZE_TEST (8 x 8), which is row 8 - 1 - 1 = 6 of the reversed map.
+  start = env.unwrapped.maze.cell_rowcol_to_xy(np.array([6, 1]))
+  np.testing.assert_allclose(start, [-10.0, -10.0])  # (1.5 * 4 - 16, 16 - 6.5 * 4)
+  expected = np.concatenate([ant.qpos[:2] - start, ant.qpos[2:], ant.qvel])
+  np.testing.assert_allclose(evaluation.observation_adapter("antmaze-medium-diverse-v2")(observation), expected,
+                             rtol=0, atol=1e-12)
+  env.close()
+  # Minari's data were recorded in gymnasium-robotics' maze as drawn: D4RL's map unchanged, observation unchanged.
+  assert evaluation.environment_id("antmaze-medium-play-v2", "gymnasium")[2]["maze_map"] == \
+      evaluation.D4RL_ANTMAZE_EVAL_MAPS["medium"]
+  env = evaluation.make_environment("antmaze-medium-play-v2", observation_dim=29, frame="gymnasium")
+  observation, _ = env.reset(seed=3)
+  ant = env.unwrapped.ant_env.data
+  np.testing.assert_array_equal(evaluation.observation_adapter("antmaze-medium-play-v2", "gymnasium")(observation),
                                 np.concatenate([ant.qpos, ant.qvel]))
   env.close()
+
+
+# D4RL (maze_env.MazeEnv, maze_size_scaling 4): cell (i, j) is centred at (4 j - 4, 4 i - 4), the start cell (1, 1)
+# at the origin; the evaluation goals: U_MAZE_TEST (3, 1) -> (0, 8), BIG_MAZE_TEST (6, 6) -> (20, 20),
+# HARDEST_MAZE_TEST (7, 9) -> (32, 24). gymnasium-robotics on the reversed H x W map: cell (i, j) of D4RL is at
+# ((j + 1/2) 4 - 2 W, (i + 1/2) 4 - 2 H): umaze 5 x 5, medium 8 x 8, large 9 x 12.
+D4RL_CELLS = {"umaze": ((0, 0), (0, 8), (-4, -4), (-4, 4)),  # start, goal (D4RL xy), start, goal (env xy)
+              "medium": ((0, 0), (20, 20), (-10, -10), (10, 10)),
+              "large": ((0, 0), (32, 24), (-18, -12), (14, 12))}
+
+
+@pytest.mark.parametrize("maze,task", [("umaze", "antmaze-umaze-v2"), ("medium", "antmaze-medium-play-v2"),
+                                       ("large", "antmaze-large-diverse-v2")])
+def test_antmaze_d4rl_frame_is_a_translation_of_the_env(maze, task):
+  start, goal, env_start, env_goal = (np.array(v, np.float64) for v in D4RL_CELLS[maze])
+  np.testing.assert_array_equal(evaluation.d4rl_to_env_xy(maze, start), env_start)
+  np.testing.assert_array_equal(evaluation.d4rl_to_env_xy(maze, goal), env_goal)
+  np.testing.assert_array_equal(evaluation.env_to_d4rl_xy(maze, env_start), start)
+  np.testing.assert_array_equal(evaluation.env_to_d4rl_xy(maze, env_goal), goal)
+  env = evaluation.make_environment(task, observation_dim=29)
+  built = env.unwrapped.maze  # where gymnasium-robotics itself put the 'r' and 'g' cells of the map it was given
+  np.testing.assert_array_equal(np.stack(built.unique_reset_locations), [env_start])
+  np.testing.assert_array_equal(np.stack(built.unique_goal_locations), [env_goal])
+  # The walls the simulator built are D4RL's blocks (maze_env.py: pos (4 j - 4, 4 i - 4) for every 1), translated:
+  # the same maze, not its mirror image.
+  model = env.unwrapped.model
+  names = [model.geom(g).name for g in range(model.ngeom)]
+  env_walls = sorted(map(tuple, np.round([model.geom_pos[g][:2] for g, n in enumerate(names)
+                                           if n.startswith("block_")], 9)))
+  rows = evaluation.D4RL_ANTMAZE_EVAL_MAPS[maze]
+  d4rl_walls = [(4.0 * j - 4, 4.0 * i - 4) for i, row in enumerate(rows) for j, c in enumerate(row) if c == 1]
+  assert env_walls == sorted(map(tuple, np.round(evaluation.d4rl_to_env_xy(maze, d4rl_walls), 9)))
+  mirrored = [(x, -y) for x, y in d4rl_walls]  # the mirror image is not what was built (no maze is y-symmetric)
+  assert env_walls != sorted(map(tuple, np.round(evaluation.d4rl_to_env_xy(maze, mirrored), 9)))
+  env.close()
+
+
+def test_antmaze_frame_follows_the_data_source():
+  assert evaluation.antmaze_frame("minari:D4RL/antmaze/umaze-v1") == "gymnasium"
+  for source in ("hdf5:/data/Ant_maze_u-maze.hdf5", "tfds:d4rl_antmaze/umaze-v2", "rlds:/data/umaze"):
+    assert evaluation.antmaze_frame(source) == "d4rl"
+  with pytest.raises(ConfigError, match="frame='mirror'.*expected one of"):
+    evaluation.environment_id("antmaze-umaze-v2", "mirror")
+  # One seeded episode in each frame: the same noise draws put the ant at the env's start cell, (-4, -4) with
+  # the reversed map and (-4, 4) with the map as drawn, so D4RL's frame sees the gymnasium frame's first
+  # observation moved by -(-4, 4) in x, y and identical in the 27 other values (a pure translation).
+  seen = {}
+  for frame in evaluation.ANTMAZE_FRAMES:
+    seen[frame] = []
+    metrics = evaluation.evaluate("antmaze-umaze-v2", constant_policy(8), num_episodes=1, seed=5,
+                                  observation_dim=29, max_episode_steps=STEPS, visited=seen[frame], frame=frame)
+    assert len(seen[frame]) == STEPS and metrics["return"] == 0.0  # 5 steps cannot reach a goal 8 m away
+  d4rl_first, gym_first = seen["d4rl"][0], seen["gymnasium"][0]
+  np.testing.assert_allclose(d4rl_first[:2], gym_first[:2] - [-4.0, 4.0], rtol=0, atol=1e-12)
+  np.testing.assert_array_equal(d4rl_first[2:], gym_first[2:])
+  assert np.all(np.abs(d4rl_first[:2]) <= 1.1)  # near D4RL's origin (gymnasium-robotics' +-1 m and the ant's +-0.1)
 
 
 @pytest.mark.parametrize("hand,obs_dim,act_dim", [("pen", 45, 24), ("door", 39, 28), ("hammer", 46, 26),
@@ -143,13 +213,15 @@ def test_unknown_tasks_are_refused():
     ("antmaze-umaze-diverse-v2", (1, 1), (3, 1)),  # D4RL's U_MAZE_TEST
     ("antmaze-medium-play-v2", (1, 1), (6, 6)),  # BIG_MAZE_TEST: D4RL's target (20, 20) from the start
     ("antmaze-large-diverse-v2", (1, 1), (7, 9))])  # HARDEST_MAZE_TEST: D4RL's target (32, 24)
-def test_antmaze_starts_and_goals_are_d4rls_evaluation_cells(task, start, goal):
-  env = evaluation.make_environment(task)
+@pytest.mark.parametrize("frame", ["d4rl", "gymnasium"])
+def test_antmaze_starts_and_goals_are_d4rls_evaluation_cells(task, start, goal, frame):
+  env = evaluation.make_environment(task, frame=frame)
   maze = env.unwrapped.maze
-  for seed in range(3):  # the same cells every episode, up to gymnasium-robotics' +-0.25 cell noise
+  flip = (lambda cell: (maze.map_length - 1 - cell[0], cell[1])) if frame == "d4rl" else (lambda cell: cell)
+  for seed in range(3):  # the same cells every episode, up to gymnasium-robotics' +-0.25 cell noise (+-0.1 ant)
     observation, _ = env.reset(seed=seed)
-    np.testing.assert_allclose(observation["achieved_goal"], maze.cell_rowcol_to_xy(np.array(start)),
-                               atol=0.25 * maze.maze_size_scaling)
-    np.testing.assert_allclose(observation["desired_goal"], maze.cell_rowcol_to_xy(np.array(goal)),
+    np.testing.assert_allclose(observation["achieved_goal"], maze.cell_rowcol_to_xy(np.array(flip(start))),
+                               atol=0.25 * maze.maze_size_scaling + 0.1)
+    np.testing.assert_allclose(observation["desired_goal"], maze.cell_rowcol_to_xy(np.array(flip(goal))),
                                atol=0.25 * maze.maze_size_scaling)
   env.close()

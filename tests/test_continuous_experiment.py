@@ -138,6 +138,19 @@ def test_evaluation_rejects_a_dataset_of_another_layout():
     exp.evaluate(0)
 
 
+@pytest.mark.parametrize("source,frame", [("hdf5:/data/antmaze-umaze-v2.hdf5", "d4rl"),
+                                          ("minari:D4RL/antmaze/umaze-v1", "gymnasium")])
+def test_antmaze_evaluation_frame_follows_the_data_source(source, frame):
+  def antmaze_data(task):
+    arrays, _ = regression_dataset(task, n=64, obs_dim=29, act_dim=8)
+    return arrays, source
+  exp = experiment.ContinuousExperiment(seed=0, task="antmaze-umaze-v2", agent_name="sac", load_dataset=antmaze_data,
+                                        batch_size=8, eval_episodes=1, eval_max_episode_steps=3)
+  assert exp.run_info()["antmaze_frame"] == frame
+  metrics = exp.evaluate(0)  # one short episode in that frame's maze
+  assert metrics["num_episodes"] == 1.0 and metrics["return"] == 0.0  # 3 steps never reach the goal 8 m away
+
+
 def test_image_observations_train_through_the_conv_encoder():
   def images(task):
     rng = np.random.default_rng(0)

@@ -9,8 +9,14 @@ Kitchen robot qpos (9) ++ object qpos (21) ++ D4RL's 30-value goal of the task's
 AdroitHand*-v1 observe D4RL's vectors (pen 45, door 39, hammer 46, relocate 39); their door / hammer / relocate
 rewards were changed in gymnasium-robotics 1.2.1 without a version bump, so the returns there (and the normalized
 scores computed from D4RL's reference returns) are not exactly D4RL's (see the README). AntMaze runs from D4RL's
-start cell to D4RL's goal cell, but in gymnasium-robotics' coordinates (centred, y up the rows), a shifted mirror
-image of D4RL's: right for Minari's AntMaze data, not for policies trained on D4RL's own files (README).
+start cell to D4RL's goal cell in the frame of the data (`ANTMAZE_FRAMES`, chosen by the data source): Minari's
+data were recorded in gymnasium-robotics' maze as its maps draw it (centred, row 0 at the top, y up the rows), so
+they are evaluated there unchanged; D4RL's own files (hdf5 / TFDS / RLDS) were recorded in D4RL's maze_env (origin
+at the start cell, y = maze_size_scaling * row: y down the rows), which is the mirror image in y of the former. A
+mirror is no proper motion (it would flip the yaw and swap the ant's left and right legs), so for D4RL data the
+maze is not mirrored back in the observation: gymnasium-robotics is given D4RL's map with its rows reversed, which
+builds exactly D4RL's walls up to a translation, and the policy sees the torso's (x, y) minus that translation
+(`antmaze_d4rl_offset`); height, orientation, joints and all velocities are invariant under a translation.
 
 Noisy evaluations (Tarasov et al. 2024, reference §4): `action_noise` sigma adds N(0, sigma^2) to the policy's action
 before clipping to the action box, `state_noise` sigma adds N(0, sigma^2) to what the policy observes (the
@@ -48,6 +54,12 @@ D4RL_ANTMAZE_EVAL_MAPS = {
               [1, 0, 0, 1, 0, 0, 0, 1, 0, _G, 0, 1], [1] * 12],
 }
 _ANTMAZE_IDS = {"umaze": "AntMaze_UMaze-v4", "medium": "AntMaze_Medium-v4", "large": "AntMaze_Large-v4"}
+# D4RL's antmaze-* registrations (d4rl/locomotion/__init__.py) build the maze with maze_size_scaling=4.0, the
+# default of gymnasium-robotics' AntMaze_*-v4 too.
+ANTMAZE_SIZE_SCALING = 4.0
+# The coordinate frame of AntMaze observations: 'd4rl' (D4RL's maze_env; D4RL's hdf5 / TFDS / RLDS data) or
+# 'gymnasium' (gymnasium-robotics' maze as its maps draw it; Minari's D4RL/antmaze/* data). Module docstring.
+ANTMAZE_FRAMES = ("d4rl", "gymnasium")
 ADROIT_IDS = {"pen": "AdroitHandPen-v1", "door": "AdroitHandDoor-v1", "hammer": "AdroitHandHammer-v1",
               "relocate": "AdroitHandRelocate-v1"}
 # D4RL's Adroit v1 episodes last 100 steps for pen and 200 for the others (d4rl/hand_manipulation_suite MAX_STEPS),
@@ -72,18 +84,68 @@ def _require(module: str, task: str, purpose: str):
                       f"ContinuousExperiment.eval_episodes=0") from None
 
 
-def environment_id(task: str):
-  """(package, gym id, kwargs) of the environment a D4RL / COG task is evaluated in."""
+def antmaze_frame(source: str) -> str:
+  """The frame of a dataset's AntMaze observations from its source description (the loaders' second value):
+  'gymnasium' for Minari's (recorded in gymnasium-robotics), 'd4rl' for D4RL's own hdf5 / TFDS / RLDS files."""
+  return "gymnasium" if str(source).startswith("minari:") else "d4rl"
+
+
+def _check_frame(frame: str) -> None:
+  if frame not in ANTMAZE_FRAMES:
+    raise ConfigError(f"AntMaze frame={frame!r}: expected one of {ANTMAZE_FRAMES}")
+
+
+def antmaze_maze(task: str) -> str:
+  """'umaze' / 'medium' / 'large' of a D4RL antmaze task name."""
+  maze = task[len("antmaze-"):].rsplit("-v", 1)[0].split("-")[0]  # umaze(-diverse), medium-play, ...
+  if maze not in _ANTMAZE_IDS:
+    raise ConfigError(f"task={task!r}: unknown AntMaze maze; expected antmaze-{{umaze,medium,large}}-...")
+  return maze
+
+
+def antmaze_env_map(maze: str, frame: str = "d4rl"):
+  """The maze_map given to gymnasium-robotics: D4RL's evaluation map, rows reversed for the 'd4rl' frame.
+
+  gymnasium-robotics (maze_v4.Maze.cell_rowcol_to_xy) puts cell (i, j) of its map at x = (j + 1/2) s - W s / 2,
+  y = H s / 2 - (i + 1/2) s (H rows, W columns, s = ANTMAZE_SIZE_SCALING); D4RL (maze_env.MazeEnv) puts cell (i, j)
+  at x = j s - x0, y = i s - y0, (x0, y0) = s * (column, row) of its start cell 'r'. Fed row H - 1 - i where D4RL
+  has row i, gymnasium-robotics places that cell at y = (i + 1/2) s - H s / 2: D4RL's y plus a constant, so the walls
+  are D4RL's walls translated by `antmaze_d4rl_offset(maze)`.
+  """
+  _check_frame(frame)
+  rows = D4RL_ANTMAZE_EVAL_MAPS[maze]
+  return [list(row) for row in (rows[::-1] if frame == "d4rl" else rows)]
+
+
+def antmaze_d4rl_offset(maze: str) -> np.ndarray:
+  """env (x, y) - D4RL (x, y) of the same point, in the env built from `antmaze_env_map(maze, 'd4rl')`: the env's
+  position of D4RL's origin (the centre of the start cell). umaze (-4, -4), medium (-10, -10), large (-18, -12)."""
+  rows, s = D4RL_ANTMAZE_EVAL_MAPS[maze], ANTMAZE_SIZE_SCALING
+  i, j = next((i, j) for i, row in enumerate(rows) for j, cell in enumerate(row) if cell == _R)
+  return np.array([(j + 0.5) * s - len(rows[0]) * s / 2, (i + 0.5) * s - len(rows) * s / 2])
+
+
+def d4rl_to_env_xy(maze: str, xy) -> np.ndarray:
+  """D4RL (x, y) -> the (x, y) of the same point in the 'd4rl'-frame evaluation env."""
+  return np.asarray(xy, np.float64) + antmaze_d4rl_offset(maze)
+
+
+def env_to_d4rl_xy(maze: str, xy) -> np.ndarray:
+  """(x, y) in the 'd4rl'-frame evaluation env -> D4RL's (x, y) of the same point."""
+  return np.asarray(xy, np.float64) - antmaze_d4rl_offset(maze)
+
+
+def environment_id(task: str, frame: str = "d4rl"):
+  """(package, gym id, kwargs) of the environment a D4RL / COG task is evaluated in; `frame` (ANTMAZE_FRAMES)
+  chooses the AntMaze map's row order (antmaze_env_map) and is ignored by the other domains."""
   prefix = task.split("-")[0]
   if prefix in GYMNASIUM_MUJOCO:
     gym_id, kwargs = GYMNASIUM_MUJOCO[prefix]
     return "gymnasium", gym_id, kwargs
   if prefix == "antmaze":
-    maze = task[len("antmaze-"):].rsplit("-v", 1)[0].split("-")[0]  # umaze(-diverse), medium-play, ...
-    if maze not in _ANTMAZE_IDS:
-      raise ConfigError(f"task={task!r}: unknown AntMaze maze; expected antmaze-{{umaze,medium,large}}-...")
+    maze = antmaze_maze(task)
     return "gymnasium_robotics", _ANTMAZE_IDS[maze], {"continuing_task": False,
-                                                      "maze_map": D4RL_ANTMAZE_EVAL_MAPS[maze]}
+                                                      "maze_map": antmaze_env_map(maze, frame)}
   if prefix == "kitchen":
     if task not in KITCHEN_SUBTASKS:
       raise ConfigError(f"task={task!r}: unknown kitchen task; expected one of {sorted(KITCHEN_SUBTASKS)}")
@@ -107,19 +169,32 @@ def d4rl_kitchen_observation(observation: Dict, subtasks) -> np.ndarray:
   return np.concatenate([state[:9], state[18:39], goal])
 
 
-def observation_adapter(task: str) -> Callable:
-  """env observation -> the flat vector the dataset (and so the policy) uses for `task`."""
+def antmaze_observation(observation: Dict, maze: str, frame: str = "d4rl") -> np.ndarray:
+  """AntMaze's dict -> D4RL's 29 values, qpos (x, y, z, quaternion, 8 joints) ++ qvel (14), in `frame`: for 'd4rl'
+  the torso's (x, y) moves by -antmaze_d4rl_offset(maze); nothing else changes under a translation."""
+  flat = minari_data.flatten_observation(observation, minari_data.GOAL_OBSERVATION_KEYS)
+  if frame == "d4rl":
+    flat = np.array(flat, copy=True)
+    flat[:2] = env_to_d4rl_xy(maze, flat[:2])
+  return flat
+
+
+def observation_adapter(task: str, frame: str = "d4rl") -> Callable:
+  """env observation -> the flat vector the dataset (and so the policy) uses for `task`, AntMaze in `frame`."""
   prefix = task.split("-")[0]
   if prefix == "antmaze":
-    return lambda obs: minari_data.flatten_observation(obs, minari_data.GOAL_OBSERVATION_KEYS)
+    maze = antmaze_maze(task)
+    _check_frame(frame)
+    return lambda obs: antmaze_observation(obs, maze, frame)
   if prefix == "kitchen" and task in KITCHEN_SUBTASKS:
     return lambda obs: d4rl_kitchen_observation(obs, KITCHEN_SUBTASKS[task])
   return np.asarray
 
 
-def make_environment(task: str, observation_dim: Optional[int] = None):
-  """The evaluation environment of `task`; ConfigError when its package is missing or the layout differs."""
-  package, gym_id, kwargs = environment_id(task)
+def make_environment(task: str, observation_dim: Optional[int] = None, frame: str = "d4rl"):
+  """The evaluation environment of `task` (AntMaze: in `frame`); ConfigError when its package is missing or the
+  layout differs."""
+  package, gym_id, kwargs = environment_id(task, frame)
   if package == "roboverse":
     roboverse = _require("roboverse", task, "COG's Widow250 environments")
     return roboverse.make(gym_id, gui=False, transpose_image=False)
@@ -128,7 +203,7 @@ def make_environment(task: str, observation_dim: Optional[int] = None):
     gym.register_envs(_require("gymnasium_robotics", task, "antmaze / adroit / kitchen environments"))
   env = gym.make(gym_id, **kwargs)
   if observation_dim is not None:
-    sample = observation_adapter(task)(env.observation_space.sample())
+    sample = observation_adapter(task, frame)(env.observation_space.sample())
     if int(np.prod(np.shape(sample))) != observation_dim:
       env.close()
       raise ConfigError(f"task={task!r}: environment {gym_id} observes {np.shape(sample)} but the dataset's "
@@ -184,10 +259,12 @@ def normalized_score(task: str, raw_return: float) -> Optional[float]:
 def evaluate(task: str, act: Callable[[np.ndarray], np.ndarray], num_episodes: int, seed: int,
              observation_dim: Optional[int] = None, max_episode_steps: Optional[int] = None,
              action_noise: float = 0.0, state_noise=0.0,
-             visited: Optional[List[np.ndarray]] = None) -> Dict[str, float]:
-  """return / return_std / num_episodes and, for tasks with a D4RL reference, normalized_score (x100)."""
-  env = make_environment(task, observation_dim)
-  adapt = observation_adapter(task) if environment_id(task)[0] != "roboverse" else np.asarray
+             visited: Optional[List[np.ndarray]] = None, frame: str = "d4rl") -> Dict[str, float]:
+  """return / return_std / num_episodes and, for tasks with a D4RL reference, normalized_score (x100).
+
+  `frame`: the AntMaze frame of the policy's training data (`antmaze_frame(source)`); other domains ignore it."""
+  env = make_environment(task, observation_dim, frame)
+  adapt = observation_adapter(task, frame) if environment_id(task)[0] != "roboverse" else np.asarray
   try:
     returns = rollout_returns(env, act, num_episodes, seed, max_episode_steps, adapt=adapt,
                               action_noise=action_noise, state_noise=state_noise, visited=visited)

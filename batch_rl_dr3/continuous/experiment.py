@@ -132,6 +132,8 @@ class ContinuousExperiment(tf.Module):
     label_parts = actor_parts + ([_dr3_label_part(dr3_coefficient)] if dr3_coefficient else [])
     self._eval_episodes, self._eval_max_steps = eval_episodes, eval_max_episode_steps
     arrays, self._source = load_dataset(task=task)
+    # AntMaze: the data's coordinate frame decides the evaluation maze's (continuous/evaluation.py, README).
+    self._antmaze_frame = evaluation.antmaze_frame(self._source) if task.startswith("antmaze") else None
     # The study's validation split (data/splits.py): held-out episodes never enter the replay nor the agent's
     # data statistics; the same split for every training seed unless validation_seed changes.
     arrays, validation, self._validation_info = splits.hold_out_episodes(arrays, validation_fraction,
@@ -209,7 +211,8 @@ class ContinuousExperiment(tf.Module):
       act = lambda obs: self._act(tf.constant(np.asarray(obs, dtype))).numpy()
       run = functools.partial(evaluation.evaluate, self._task, act, self._eval_episodes,
                               seed=self._seed * 100_003 + iteration * 1000, observation_dim=self._observation_dim,
-                              max_episode_steps=self._eval_max_steps)
+                              max_episode_steps=self._eval_max_steps,
+                              frame=self._antmaze_frame or "d4rl")
       metrics = run(visited=visited if self._probes is not None else None)
       if self._noisy_evaluation:  # the study's values (reference §4)
         for name, noise in actor_probes.noisy_evaluations(self.agent).items():
@@ -234,6 +237,8 @@ class ContinuousExperiment(tf.Module):
       info["actor_regularization"] = self._regularization.non_default()
     if self._setting:
       info["setting"] = self._setting
+    if self._antmaze_frame:
+      info["antmaze_frame"] = self._antmaze_frame
     if isinstance(self.agent, brac.BracAgent):
       info["behavior_pretrain_steps"] = self.agent.behavior_pretrain_steps
     return info
