@@ -38,15 +38,15 @@ class LeastSquaresExperiment(tf.Module):
     self.optimizer = tf.keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
     self.optimizer.build([self.w])
     self.rng = tf.random.Generator.from_seed(seed)
-    self.crash_at = crash_at  # (iteration, step): raise there, like a killed process
+    self.crash_at = crash_at  # iteration: raise after its train steps, before its checkpoint (a killed process)
     self.nan_from_iteration = nan_from_iteration
-    self.iteration, self.step = 0, 0
+    self.iteration = 0
 
   def trackables(self):
     return {"w": self.w, "optimizer": self.optimizer, "rng": self.rng}
 
   def on_iteration_start(self, iteration):
-    self.iteration, self.step = iteration, 0
+    self.iteration = iteration
     if self.nan_from_iteration is not None and iteration >= self.nan_from_iteration:
       self.data_y.assign(np.full_like(self.y, np.nan))
 
@@ -59,16 +59,15 @@ class LeastSquaresExperiment(tf.Module):
     self.optimizer.apply_gradients([(tape.gradient(loss, self.w), self.w)])
     return {"loss": loss}
 
-  def train_step(self):
-    self.step += 1
-    if self.crash_at == (self.iteration, self.step):
-      raise KeyboardInterrupt("simulated kill")
+  def train_step(self):  # traced into the runner's compiled calls
     return self._step()
 
   def evaluate(self, iteration):
     return {"return": -float(np.mean((self.x @ self.w.numpy() - self.y) ** 2))}
 
   def diagnostics(self, iteration):
+    if self.crash_at == iteration:
+      raise KeyboardInterrupt("simulated kill")
     return {"w_norm": float(np.linalg.norm(self.w.numpy()))}
 
   def run_info(self):
@@ -114,7 +113,7 @@ def test_finished_run_is_not_rerun(tmp_path):
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
   _run(tmp_path / "straight", 4)
   with pytest.raises(KeyboardInterrupt):
-    _run(tmp_path / "killed", 4, crash_at=(2, 7))  # dies in iteration 2, after checkpoint 2
+    _run(tmp_path / "killed", 4, crash_at=2)  # dies in iteration 2, after checkpoint 2
   assert len(_rows(tmp_path / "killed")) == 2
   _run(tmp_path / "killed", 4)
   straight, resumed = _rows(tmp_path / "straight"), _rows(tmp_path / "killed")
@@ -440,12 +439,26 @@ class SigtermExperiment(LeastSquaresExperiment):
   def __init__(self, seed=0, at_step=None, in_evaluation=None):
     super().__init__(seed)
     self.at_step, self.in_evaluation = at_step, in_evaluation
+    self.step = 0
 
-  def train_step(self):
-    metrics = super().train_step()
+  def on_iteration_start(self, iteration):
+    super().on_iteration_start(iteration)
+    self.step = 0
+
+  def _count_step(self):
+    self.step += 1
     if (self.iteration, self.step) == self.at_step:
       os.kill(os.getpid(), signal.SIGTERM)
-    return metrics
+    return np.int64(self.step)
+
+  def train_step(self):
+    # The runner traces train_step into its compiled calls: the signal is sent from a py_function, which runs
+    # at every step.
+    metrics = super().train_step()
+    with tf.control_dependencies(list(metrics.values())):
+      tick = tf.py_function(self._count_step, [], tf.int64)
+    with tf.control_dependencies([tick]):
+      return {name: tf.identity(value) for name, value in metrics.items()}
 
   def evaluate(self, iteration):
     if iteration == self.in_evaluation:
@@ -476,3 +489,86 @@ def test_sigterm_saves_the_state_and_the_resume_equals_an_uninterrupted_run(tmp_
   for key in ("train/loss", "train/w_norm", "eval/return"):
     assert [r[key] for r in resumed] == [r[key] for r in straight], key
   assert not os.path.exists(tmp_path / "stopped" / "checkpoints" / "preempted")
+
+
+def test_compiled_calls_average_weighted_metrics_over_the_steps_that_computed_them():
+  counter = tf.Variable(0)
+
+  @tf.function
+  def step():
+    counter.assign_add(1)
+    index = tf.cast(counter, tf.float32)
+    computed = tf.cast(counter % 3 == 0, tf.float32)
+    # "third" exists only on steps 3, 6, 9, ...: NaN elsewhere must not leak into its mean.
+    return {"index": index, "third": tf.where(computed > 0, index, np.nan), "third#weight": computed,
+            "never": tf.constant(np.nan), "never#weight": tf.constant(0.0)}
+
+  steps = runner.CompiledSteps(step)
+  latest = [runner.latest_values(steps.run(k)) for k in (4, 4, 2)]
+  assert int(counter.numpy()) == 10
+  assert steps.means() == {"index": pytest.approx(5.5), "third": pytest.approx(6.0)}  # (3 + 6 + 9) / 3
+  assert latest[0] == {"index": 4.0} and latest[2] == {"index": 10.0}
+  assert runner.latest_values({"a": tf.constant(2.0), "b": tf.constant(1.0), "b#weight": tf.constant(1.0)}) == {
+      "a": 2.0, "b": 1.0}
+  steps.reset()
+  steps.run(3)
+  assert steps.means() == {"index": pytest.approx(12.0), "third": pytest.approx(12.0)}
+
+
+def test_k_steps_per_call_equal_k_calls_of_one_step():
+  """A real offline agent (DQN, in-graph sampling, Adam, target sync every 2 steps): 7 steps as calls of 3, 3, 1
+  end with the same weights, optimizer state, RNG states and metric means as 7 calls of one step."""
+  from batch_rl_dr3.agents import DQN
+  from tests.test_agents import A, TableSampler
+
+  def train(calls):
+    tf.keras.utils.set_random_seed(0)
+    agent = DQN(A, TableSampler(seed=4), target_update_period=2, seed=5)
+    steps = runner.CompiledSteps(agent.train_step)
+    for k in calls:
+      steps.run(k)
+    state = [v.numpy() for v in agent.variables] + [v.numpy() for v in agent.optimizer.variables()]
+    return state, steps.means(), int(agent.gradient_steps.numpy())
+
+  one, one_means, one_count = train([1] * 7)
+  three, three_means, three_count = train([3, 3, 1])
+  assert one_count == three_count == 7
+  assert len(one) == len(three) > 10
+  for a, b in zip(one, three):
+    np.testing.assert_array_equal(a, b)
+  assert one_means.keys() == three_means.keys() and "td_loss" in one_means
+  for name in one_means:
+    assert one_means[name] == three_means[name], name
+
+
+def test_steps_per_call_gives_the_same_run(tmp_path):
+  a = runner.run_experiment(str(tmp_path / "a"), create_experiment=lambda seed: LeastSquaresExperiment(seed=seed),
+                            num_iterations=2, gradient_steps_per_iteration=10, seed=3, log_every_steps=4)
+  b = runner.run_experiment(str(tmp_path / "b"), create_experiment=lambda seed: LeastSquaresExperiment(seed=seed),
+                            num_iterations=2, gradient_steps_per_iteration=10, seed=3, log_every_steps=4,
+                            steps_per_call=3)
+  assert a["train/loss"] == b["train/loss"] and a["eval/return"] == b["eval/return"]
+  with pytest.raises(ConfigError, match="steps_per_call=0"):
+    runner.run_experiment(str(tmp_path / "c"), create_experiment=LeastSquaresExperiment, steps_per_call=0)
+
+
+def test_sums_continue_exactly_after_a_sigterm_state():
+  def make_step(start):
+    counter = tf.Variable(start)
+
+    @tf.function
+    def step():
+      counter.assign_add(1)
+      x = tf.cast(counter, tf.float32) / 7.0  # sums with rounding in every addition
+      return {"x": x, "y": tf.sqrt(x), "y#weight": tf.cast(counter % 2 == 0, tf.float32)}
+    return step
+
+  straight = runner.CompiledSteps(make_step(0))
+  straight.run(3)
+  state = json.loads(json.dumps(straight.state()))  # as the SIGTERM state file stores it
+  straight.run(5)
+  resumed = runner.CompiledSteps(make_step(3))
+  resumed.load_state(state)
+  resumed.run(5)
+  assert resumed.means() == straight.means()  # bit for bit
+  assert straight.means()["y"] == pytest.approx(np.mean(np.sqrt(np.arange(2, 9, 2) / 7.0)), rel=1e-6)
