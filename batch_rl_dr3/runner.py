@@ -43,6 +43,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from batch_rl_dr3 import diagnostics
 from batch_rl_dr3 import labels
 from batch_rl_dr3 import reference_scores
 from batch_rl_dr3 import run_lock
@@ -192,10 +193,10 @@ def _to_float(value) -> float:
   return float(np.asarray(value))
 
 
-# A step's metrics may weight a metric: `{"dr3": value, "dr3" + WEIGHT_SUFFIX: 0.0 or 1.0}` says whether this
-# step computed it (e.g. metrics computed every k steps). The iteration's mean of a weighted metric is over the
-# steps that computed it; the weights themselves are not reported.
-WEIGHT_SUFFIX = "#weight"
+# A step's metrics may weight a metric (`diagnostics.weighted`): `{"dot_product": v, "dot_product#weight": 0 or
+# 1}` says whether this step computed it (metrics computed every k steps). The iteration's mean of a weighted
+# metric is over the steps that computed it; the weights themselves are not reported.
+WEIGHT_SUFFIX = diagnostics.WEIGHT_SUFFIX
 
 
 class CompiledSteps:
@@ -212,7 +213,7 @@ class CompiledSteps:
     self._train_step = train_step
     self._sums: Dict[str, tf.Variable] = {}
     self._counts: Dict[str, tf.Variable] = {}
-    self._run = tf.function(self._steps)
+    self._run = tf.function(self._steps, autograph=False)
 
   def _accumulate(self, metrics: Dict[str, tf.Tensor]) -> None:
     for name, value in metrics.items():
@@ -229,10 +230,14 @@ class CompiledSteps:
 
   def _steps(self, num_steps):
     metrics = self._train_step()
-    self._accumulate(metrics)
-    for _ in tf.range(num_steps - 1):
+    self._accumulate(metrics)  # the first step creates the variables (on the first trace)
+
+    def body(i, _):
       metrics = self._train_step()
       self._accumulate(metrics)
+      return i + 1, metrics
+
+    _, metrics = tf.while_loop(lambda i, _: i < num_steps - 1, body, (tf.constant(0), metrics))
     return metrics
 
   def run(self, num_steps: int) -> Dict[str, tf.Tensor]:
