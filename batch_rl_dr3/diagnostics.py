@@ -10,6 +10,17 @@ from batch_rl_dr3.regularizers import feature_dot_products
 
 SRANK_DELTA = 0.01
 
+# A step's metrics may carry, for a metric `name`, its weight `name + WEIGHT_SUFFIX` (1.0 on steps that computed
+# it, 0.0 on the others): the runner averages such a metric over the steps that computed it only.
+WEIGHT_SUFFIX = "#weight"
+
+
+def weighted(metrics, weight):
+  """`metrics` with each one's weight entry (a scalar 0/1 tensor: did this step compute them)."""
+  out = dict(metrics)
+  out.update({name + WEIGHT_SUFFIX: weight for name in metrics})
+  return out
+
 
 def dot_product_stats(features, next_features):
   """(signed mean, mean of |.|) of the per-transition phi(s, a) . phi(s', a') over the batch."""

@@ -24,7 +24,8 @@ AGENT_NAMES = {"dqn": "DQN", "rem": "REM", "cql_qr": "CQL", "sac": "SAC", "cql_s
                "rebrac": "ReBRAC", "iql": "IQL"}
 
 # Constructor arguments that never change what is learned (or are passed by the caller, not chosen).
-NOT_SETTINGS = frozenset({"self", "num_actions", "sampler", "penalties", "next_state_metrics", "jit_compile",
+NOT_SETTINGS = frozenset({"self", "num_actions", "sampler", "penalties", "next_state_metrics",
+                          "next_state_metrics_every", "jit_compile",
                           "cql_alpha_by_setting",
                           "seed", "name", "data_setting", "args", "kwargs"})
 

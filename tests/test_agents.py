@@ -386,3 +386,26 @@ def test_every_penalty_compiles_under_xla_and_matches_graph_mode():
     name = graph.penalties[0].metric_name
     np.testing.assert_allclose(m_xla[name], m_graph[name], rtol=1e-3)
     np.testing.assert_allclose(m_xla["total_loss"], m_graph["total_loss"], rtol=1e-3)
+
+
+def test_next_state_metrics_every_k_steps_are_weighted_and_change_nothing_else():
+  """Without DR3, phi(s') feeds only metrics: computed on steps 0, k, 2k, ... (weight 1), skipped (weight 0)
+  on the others, with the values and parameters of an agent that computes them every step."""
+  every_step = DQN(A, TableSampler(seed=4), next_state_metrics_every=1)
+  periodic = DQN(A, TableSampler(seed=4), next_state_metrics_every=3)
+  _copy(every_step, periodic)
+  weights = []
+  for step in range(7):
+    full, sparse = every_step.train_step(), periodic.train_step()
+    assert float(full["dot_product#weight"]) == 1.0
+    weights.append(float(sparse["dot_product#weight"]))
+    assert float(sparse["next_feature_norm#weight"]) == weights[-1]
+    if step % 3 == 0:
+      for name in ("dot_product", "dot_product_abs", "next_feature_norm"):
+        assert float(sparse[name]) == float(full[name]), (step, name)
+    assert float(sparse["td_loss"]) == float(full["td_loss"])
+  assert weights == [1, 0, 0, 1, 0, 0, 1]
+  for x, y in zip(_params(every_step), _params(periodic)):
+    np.testing.assert_array_equal(x, y)
+  with pytest.raises(ConfigError, match="next_state_metrics_every=0"):
+    DQN(A, TableSampler(), next_state_metrics_every=0)
