@@ -7,7 +7,7 @@ from tf_agents.trajectories import time_step as ts
 from batch_rl_dr3.continuous import brac
 from batch_rl_dr3.continuous import losses
 from batch_rl_dr3.continuous import replay as replay_lib
-from tests.continuous_fixtures import ACT_DIM, BATCH, OBS_DIM, batch, make_agent, make_networks, numpy_features, set_policy
+from tests.continuous_fixtures import OBS_DIM, batch, make_agent, make_networks, set_policy
 
 
 def test_brac_divergence_matches_the_gaussian_kl():

@@ -8,7 +8,7 @@ from tf_agents.agents.cql import cql_sac_agent
 from batch_rl_dr3.continuous import cql_sac
 from batch_rl_dr3.continuous import losses
 from batch_rl_dr3.continuous import replay as replay_lib
-from tests.continuous_fixtures import ACT_DIM, BATCH, OBS_DIM, batch, make_agent, make_networks, numpy_features, set_policy
+from tests.continuous_fixtures import ACT_DIM, OBS_DIM, batch, make_agent, make_networks, numpy_features, set_policy
 
 
 def test_c0_zero_gives_the_same_update_as_tf_agents_cql_sac():

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from batch_rl_dr3.continuous import replay as replay_lib
 from batch_rl_dr3.continuous import sac
-from tests.continuous_fixtures import ACT_DIM, BATCH, OBS_DIM, batch, make_agent, make_networks, numpy_features, set_policy
+from tests.continuous_fixtures import BATCH, batch, make_agent, make_networks, numpy_features, set_policy
 
 
 @pytest.mark.parametrize("mask_terminal", [False, True])

@@ -51,4 +51,5 @@ def test_private_attributes_the_agents_read_exist():
     missing = [n for n in names if not hasattr(agent, n)]
     assert not missing, f"tf-agents {cls.__mro__[2].__name__} lost {missing}"
     assert agent.critic_networks[0] is critic and agent.actor_network is actor
+    assert agent.actor_optimizer is agent._actor_optimizer
     assert float(agent.entropy_weight()) == pytest.approx(float(tf.exp(-30.0)), rel=1e-5)

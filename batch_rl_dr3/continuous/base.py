@@ -98,6 +98,11 @@ class Dr3CriticMixin(SeededDr3Mixin):
 
   @property
   def actor_optimizer(self):
+    """The actor's optimizer (Keras Adam, or RegularizedAdam when an optimizer-side actor regularizer is on)."""
+    return self._actor_optimizer
+
+  @property
+  def actor_optimizer(self):
     """The actor's optimizer (tf-agents' `_actor_optimizer`), e.g. for the plasticity probe."""
     return self._actor_optimizer
 
