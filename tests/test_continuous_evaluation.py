@@ -117,16 +117,52 @@ def test_antmaze_frame_follows_the_data_source():
   # One seeded episode in each frame: the same noise draws put the ant at the env's start cell, (-4, -4) with
   # the reversed map and (-4, 4) with the map as drawn, so D4RL's frame sees the gymnasium frame's first
   # observation moved by -(-4, 4) in x, y and identical in the 27 other values (a pure translation).
+  # One seeded episode in each frame through evaluate(). D4RL's frame starts as D4RL's env does (ant.py reset_model:
+  # qpos = init_qpos + U(-0.1, 0.1), init_qpos = torso at the origin, height 0.75, unit quaternion, joints 0);
+  # gymnasium-robotics' starts within +-1 m of the start cell (-4, 4) with the ant's state exactly init_qpos.
+  init_qpos = np.array([0.0, 0.0, 0.75, 1.0, 0.0, 0.0, 0.0] + [0.0] * 8)
   seen = {}
   for frame in evaluation.ANTMAZE_FRAMES:
     seen[frame] = []
     metrics = evaluation.evaluate("antmaze-umaze-v2", constant_policy(8), num_episodes=1, seed=5,
                                   observation_dim=29, max_episode_steps=STEPS, visited=seen[frame], frame=frame)
     assert len(seen[frame]) == STEPS and metrics["return"] == 0.0  # 5 steps cannot reach a goal 8 m away
-  d4rl_first, gym_first = seen["d4rl"][0], seen["gymnasium"][0]
-  np.testing.assert_allclose(d4rl_first[:2], gym_first[:2] - [-4.0, 4.0], rtol=0, atol=1e-12)
-  np.testing.assert_array_equal(d4rl_first[2:], gym_first[2:])
-  assert np.all(np.abs(d4rl_first[:2]) <= 1.1)  # near D4RL's origin (gymnasium-robotics' +-1 m and the ant's +-0.1)
+  d4rl_noise = seen["d4rl"][0][:15] - init_qpos
+  assert np.all(np.abs(d4rl_noise) <= 0.1) and np.all(d4rl_noise != 0.0)
+  gym_first = seen["gymnasium"][0]
+  assert np.all(np.abs(gym_first[:2] - [-4.0, 4.0]) <= 1.0)
+  np.testing.assert_array_equal(gym_first[2:], np.r_[init_qpos[2:], np.zeros(14)])
+
+
+def test_d4rl_antmaze_task_is_d4rls_start_goal_and_success():
+  env = evaluation.make_environment("antmaze-umaze-v2", observation_dim=29)
+  adapt = evaluation.observation_adapter("antmaze-umaze-v2")
+  starts, goal_noise, velocities = [], [], []
+  for seed in range(20):
+    observation, _ = env.reset(seed=seed)
+    flat = adapt(observation)
+    starts.append(flat[:2])
+    velocities.append(flat[15:])
+    # D4RL's goal: the goal cell (0, 8) plus U(0, 1) + U(0, 0.5) in x and in y (maze_env.goal_sampler, s = 4)
+    goal_noise.append(evaluation.env_to_d4rl_xy("umaze", env.goal) - [0.0, 8.0])
+    np.testing.assert_array_equal(env.unwrapped.goal, env.goal)  # the env's target is D4RL's goal
+  starts, goal_noise, velocities = np.stack(starts), np.stack(goal_noise), np.stack(velocities)
+  assert np.all(np.abs(starts) <= 0.1)  # D4RL's start: the origin + U(-0.1, 0.1)
+  assert np.all(goal_noise >= 0.0) and np.all(goal_noise <= 1.5)
+  assert goal_noise.mean() == pytest.approx(0.75, abs=0.15)  # 40 draws, std of the mean 0.05
+  assert velocities.std() == pytest.approx(0.1, rel=0.15)  # qvel = 0.1 N(0, 1): 280 draws
+  # Success within D4RL's 0.5 m (the env's own criterion is 0.45 m): a goal 0.475 m from the ant.
+  observation, _ = env.reset(seed=0)
+  env.goal = observation["achieved_goal"] + np.array([0.475, 0.0])
+  observation, reward, terminated, _, info = env.step(np.zeros(8, np.float32))
+  distance = np.linalg.norm(observation["achieved_goal"] - env.goal)
+  assert 0.45 < distance <= 0.5
+  assert (reward, terminated, info["success"]) == (1.0, True, True)
+  assert not env.unwrapped.compute_terminated(observation["achieved_goal"], env.goal, {})
+  env.goal = observation["achieved_goal"] + np.array([0.0, 0.52])  # outside 0.5 m: no reward, no end
+  _, reward, terminated, _, info = env.step(np.zeros(8, np.float32))
+  assert (reward, terminated, info["success"]) == (0.0, False, False)
+  env.close()
 
 
 @pytest.mark.parametrize("hand,obs_dim,act_dim", [("pen", 45, 24), ("door", 39, 28), ("hammer", 46, 26),
@@ -218,10 +254,13 @@ def test_antmaze_starts_and_goals_are_d4rls_evaluation_cells(task, start, goal, 
   env = evaluation.make_environment(task, frame=frame)
   maze = env.unwrapped.maze
   flip = (lambda cell: (maze.map_length - 1 - cell[0], cell[1])) if frame == "d4rl" else (lambda cell: cell)
-  for seed in range(3):  # the same cells every episode, up to gymnasium-robotics' +-0.25 cell noise (+-0.1 ant)
+  # the same cells every episode, up to the frame's noise: D4RL's (start +-0.1, goal + [0, 1.5]) or
+  # gymnasium-robotics' (+-0.25 cell for both)
+  start_range, goal_range = ((-0.1, 0.1), (0.0, 1.5)) if frame == "d4rl" else ((-1.0, 1.0), (-1.0, 1.0))
+  for seed in range(3):
     observation, _ = env.reset(seed=seed)
-    np.testing.assert_allclose(observation["achieved_goal"], maze.cell_rowcol_to_xy(np.array(flip(start))),
-                               atol=0.25 * maze.maze_size_scaling + 0.1)
-    np.testing.assert_allclose(observation["desired_goal"], maze.cell_rowcol_to_xy(np.array(flip(goal))),
-                               atol=0.25 * maze.maze_size_scaling)
+    start_offset = observation["achieved_goal"] - maze.cell_rowcol_to_xy(np.array(flip(start)))
+    goal_offset = observation["desired_goal"] - maze.cell_rowcol_to_xy(np.array(flip(goal)))
+    assert np.all(start_offset >= start_range[0]) and np.all(start_offset <= start_range[1])
+    assert np.all(goal_offset >= goal_range[0]) and np.all(goal_offset <= goal_range[1])
   env.close()

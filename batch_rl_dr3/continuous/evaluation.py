@@ -17,6 +17,7 @@ mirror is no proper motion (it would flip the yaw and swap the ant's left and ri
 maze is not mirrored back in the observation: gymnasium-robotics is given D4RL's map with its rows reversed, which
 builds exactly D4RL's walls up to a translation, and the policy sees the torso's (x, y) minus that translation
 (`antmaze_d4rl_offset`); height, orientation, joints and all velocities are invariant under a translation.
+In that frame the task is also D4RL's (`D4RLAntMazeTask`): D4RL's start and goal noise and its 0.5 m success radius.
 
 Noisy evaluations (Tarasov et al. 2024, reference §4): `action_noise` sigma adds N(0, sigma^2) to the policy's action
 before clipping to the action box, `state_noise` sigma adds N(0, sigma^2) to what the policy observes (the
@@ -135,6 +136,53 @@ def env_to_d4rl_xy(maze: str, xy) -> np.ndarray:
   return np.asarray(xy, np.float64) - antmaze_d4rl_offset(maze)
 
 
+# D4RL's AntMaze task (d4rl/locomotion): the ant starts at the start cell's centre with the ant's reset noise
+# (ant.py reset_model: qpos + U(-0.1, 0.1), qvel + 0.1 N(0, 1)), the goal is the goal cell's centre plus
+# U(0, s/4) + U(0, s/8) in x and in y (maze_env.goal_sampler: _rowcol_to_xy(add_random_noise=True), then random_x),
+# and the episode succeeds, with reward 1 and done, once the torso is within 0.5 of the goal (goal_reaching_env.step,
+# eval=True). gymnasium-robotics' AntMaze instead draws start and goal within +-s/4 of the cells' centres, builds its
+# ant with reset_noise_scale=0 and succeeds within 0.45.
+D4RL_ANTMAZE_SUCCESS_RADIUS = 0.5
+D4RL_ANT_RESET_NOISE = 0.1
+
+
+class D4RLAntMazeTask:
+  """gymnasium-robotics' AntMaze (built from `antmaze_env_map(maze, 'd4rl')`) running D4RL's task: its
+  position_noise_range (a public attribute; the constructor does not take it) set to 0 so the ant is placed at the
+  start cell's centre, then D4RL's reset noise on the ant's qpos and qvel; the goal drawn as D4RL draws it; reward =
+  done = 1 within 0.5 of it. Draws come from the env's generator, seeded by reset(seed). Observations (the env's
+  dict layout), truncation and spaces are the wrapped env's."""
+
+  def __init__(self, env):
+    self.env = env
+    self.env.unwrapped.position_noise_range = 0.0
+    self.goal = None
+
+  def __getattr__(self, name):  # action_space, spec, unwrapped, close, ... of the wrapped env
+    return getattr(self.env, name)
+
+  def reset(self, *, seed=None, options=None):
+    _, info = self.env.reset(seed=seed, options=options)
+    maze, rng, ant = self.env.unwrapped.maze, self.env.unwrapped.np_random, self.env.unwrapped.ant_env
+    quarter = maze.maze_size_scaling * 0.25
+    self.goal = (np.asarray(maze.unique_goal_locations[0], np.float64) + rng.uniform(0.0, quarter, 2)
+                 + rng.uniform(0.0, 0.5, 2) * quarter)
+    self.env.unwrapped.goal = self.goal.copy()  # the env's target site follows D4RL's goal
+    self.env.unwrapped.update_target_site_pos()
+    qpos = ant.data.qpos + rng.uniform(-D4RL_ANT_RESET_NOISE, D4RL_ANT_RESET_NOISE, ant.model.nq)
+    qvel = ant.data.qvel + D4RL_ANT_RESET_NOISE * rng.standard_normal(ant.model.nv)
+    ant.set_state(qpos, qvel)
+    # the env's dict for that state: x, y as achieved_goal, the rest of qpos ++ qvel as observation
+    observation = {"observation": np.concatenate([qpos[2:], qvel]), "achieved_goal": qpos[:2].copy(),
+                   "desired_goal": self.goal.copy()}
+    return observation, dict(info, success=False)
+
+  def step(self, action):
+    observation, _, _, truncated, info = self.env.step(action)
+    success = bool(np.linalg.norm(observation["achieved_goal"] - self.goal) <= D4RL_ANTMAZE_SUCCESS_RADIUS)
+    return observation, float(success), success, truncated, dict(info, success=success)
+
+
 def environment_id(task: str, frame: str = "d4rl"):
   """(package, gym id, kwargs) of the environment a D4RL / COG task is evaluated in; `frame` (ANTMAZE_FRAMES)
   chooses the AntMaze map's row order (antmaze_env_map) and is ignored by the other domains."""
@@ -202,6 +250,8 @@ def make_environment(task: str, observation_dim: Optional[int] = None, frame: st
   if package == "gymnasium_robotics":
     gym.register_envs(_require("gymnasium_robotics", task, "antmaze / adroit / kitchen environments"))
   env = gym.make(gym_id, **kwargs)
+  if task.startswith("antmaze") and frame == "d4rl":
+    env = D4RLAntMazeTask(env)
   if observation_dim is not None:
     sample = observation_adapter(task, frame)(env.observation_space.sample())
     if int(np.prod(np.shape(sample))) != observation_dim:
