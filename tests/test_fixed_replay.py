@@ -351,6 +351,7 @@ def test_load_dataset_settings_and_layout(tmp_path):
 
 
 def test_load_dataset_bad_input(tmp_path):
+  gin.clear_config()  # a binding of load_dataset.data_dir left by an earlier test in this process would answer
   write_run(tmp_path, game="Pong", run=1, num_checkpoints=1, capacity=100)
   with pytest.raises(ConfigError, match=r"load_dataset.data_dir is not set"):
     fixed_replay.load_dataset(game="Pong")
