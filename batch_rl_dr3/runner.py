@@ -87,6 +87,9 @@ class Experiment(Protocol):
   def run_info(self) -> Dict[str, Any]:
     """Description of the run for run_info.json (domain, game or task, agent, label, ...)."""
 
+  # Optional: work before the first train step of this process, after the checkpoint is restored, outside the
+  # compiled train loop (e.g. BRAC's behaviour pre-training):
+  # def before_training(self) -> None.
   # Optional: layer re-initialization during training (Atari: OfflineAgent.reinitialize_*).
   # def reinitialization_steps(self) -> Sequence[int]: gradient steps (from 1, whole run) to call it after;
   # def reinitialize(self, gradient_step: int) -> None.
@@ -519,6 +522,7 @@ def _run_locked(base_dir, create_experiment, num_iterations, gradient_steps_per_
   progress = Progress("train", total_steps, "steps", initial=start * gradient_steps_per_iteration + start_step,
                       every_seconds=0)
   reinitialization_steps = set(getattr(experiment, "reinitialization_steps", tuple)())
+  getattr(experiment, "before_training", lambda: None)()
   accumulator = CompiledSteps(experiment.train_step)
   for iteration in range(start, num_iterations):
     checkpoint_note = (f"Last good checkpoint: iteration {iteration} in {manager.directory}."

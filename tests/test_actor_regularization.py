@@ -217,6 +217,7 @@ def test_every_agent_takes_the_actor_regularizers_from_gin(agent_name):
     gammas = [v for v in agent.actor_network.trainable_variables if "layer_norm" in v.name and "gamma" in v.name]
     assert len(gammas) == len(agent.actor_features(np.zeros((3, 5), np.float32)).pre_activations)
     before = [g.numpy().copy() for g in gammas]
+    exp.before_training()  # BRAC's behaviour pre-training, as the runner does before its compiled loop
     for _ in range(2):  # ReBRAC updates its actor on even steps
       exp.train_step()
     assert any(not np.allclose(b, g.numpy()) for b, g in zip(before, gammas))

@@ -153,7 +153,6 @@ class ContinuousExperiment(tf.Module):
     algorithm_settings = self.agent.label_settings() if hasattr(self.agent, "label_settings") else {}
     self._label = labels.run_label(agent_name, algorithm_settings, label_parts, label=label)
     self._train = tf.function(self._train_step_fn)
-    self._pretrained = False  # BRAC's behaviour pre-training is checked before the first train step
     rng = np.random.default_rng(seed + 1)
     self._srank_indices = rng.integers(0, self.replay.size, size=min(srank_batch_size, self.replay.size))
     self._greedy = greedy_policy.GreedyPolicy(self.agent.policy)
@@ -173,10 +172,11 @@ class ContinuousExperiment(tf.Module):
   def _train_step_fn(self):
     return self.agent.train_on_batch(self.replay.sample())
 
+  def before_training(self) -> None:
+    """The runner calls this once per process, after restoring, before the compiled train loop."""
+    self._pretrain_behavior()
+
   def train_step(self) -> Dict[str, tf.Tensor]:
-    if not self._pretrained:
-      self._pretrain_behavior()
-      self._pretrained = True
     return self._train()
 
   def _behavior_chunk(self, num_steps):
