@@ -12,6 +12,7 @@ from launch import xm_gcp  # first: it silences google-api-core's import-time Py
 from xmanager import xm
 from xmanager import xm_local
 from xmanager.cloud import vertex
+from xmanager.xm import utils as xm_utils
 
 from batch_rl_dr3 import REPO_ROOT
 from batch_rl_dr3 import atari_games
@@ -43,7 +44,8 @@ def test_table1_on_tpu_v3_is_one_vertex_job_per_run_with_the_runs_flags():
 
   job = spec.job(xm_local.executables.GoogleContainerRegistryImage(name="img", image_path="r/p/img:1"))
   assert isinstance(job.executor, xm_local.Vertex)
-  assert job.name == spec.job_name and job.args.to_list() == spec.args
+  # xmanager's Vertex backend hands the args over as the container's argv (to_list(ARGV_ESCAPER), no shell).
+  assert job.name == spec.job_name and job.args.to_list(xm_utils.ARGV_ESCAPER) == spec.args
   assert job.executor.requirements.accelerator == xm.ResourceType.TPU_V3
   assert spec.machine_spec() == {"accelerator_type": "TPU_V3", "accelerator_count": 8, "machine_type": "cloud-tpu"}
 
@@ -154,3 +156,11 @@ def test_job_names_are_cloud_safe_unique_and_bounded():
   long_b = cloud.job_name("table1/first10pct/cql_qr+dr3/MontezumaRevenge/seed1", max_length=40)
   assert len(long_a) <= 40 and long_a != long_b and long_a.startswith("table1--first10pct")
   assert re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", long_a)
+
+
+def test_bindings_with_spaces_reach_the_container_argv_unquoted():
+  """Sweeps write bindings as 'X = v'; a shell-quoted token ("'X = v'") would reach gin with its quotes."""
+  args = ["--base_dir=gs://b/r", "--gin_bindings=DR3.coefficient = 0.03", "--gin_bindings=Foo.bar = 'x y'"]
+  spec = xm_gcp.JobSpec("r", "r", args, xm.JobRequirements(tpu_v3=8))
+  job = spec.job(xm_local.executables.GoogleContainerRegistryImage(name="img", image_path="r/p/img:1"))
+  assert job.args.to_list(xm_utils.ARGV_ESCAPER) == args
