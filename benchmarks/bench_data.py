@@ -1,16 +1,19 @@
 """Data-layer benchmarks: sampling throughput against Dopamine, cached vs gzip loads, memory, scaling.
 
-Entries (ratio = the figure of merit, value and baseline measured side by side in this run):
+Entries (ratio = the figure of merit, value and baseline measured side by side in this run; each ratio is the
+median of the per-round ratios, `spread` gives min / median / max over the rounds):
   sampler_vs_dopamine          our in-graph batches/s over Dopamine's `sample_transition_batch` batches/s (B=32),
-                               the sampler timed as it runs in training: inside a compiled computation, 8
-                               batches per call, no Python between them (the train step never dispatches a
-                               sample on its own)
-  sampler_per_call_vs_dopamine the same sampler called alone from Python once per batch (informational: adds a
+                               on the default CPU path (graph mode, no XLA: OfflineAgent.jit_compile = False)
+                               as training runs it: inside a compiled computation, 8 batches per call, no
+                               Python between them (the train step never dispatches a sample on its own)
+  sampler_vs_dopamine_xla      the same inside an XLA computation (jit_compile = True: GPU/TPU)
+  sampler_per_call_vs_dopamine the XLA sampler called alone from Python once per batch (informational: adds a
                                function dispatch per batch that training does not pay)
+  graph_sampler_per_call_vs_dopamine  the same for graph mode (informational)
   tfdata_sampler_vs_dopamine   our tf.data batches/s over Dopamine's batches/s (B=32)
   cached_vs_gz_load            seconds to load a checkpoint from .gz over seconds from the local cache
   bytes_per_transition_vs_raw  bytes held per stored transition over 7,056 (one 84x84 frame)
-  sampler_scaling_10x          seconds per in-graph batch with 10x the data over seconds with 1x
+  sampler_scaling_10x          seconds per in-graph batch (XLA) with 10x the data over seconds with 1x
   cached_load_vs_copy_floor    cached load seconds over the seconds of one numpy copy of the same frames into
                                fresh memory (the floor of any load; informational)
 Goals: sampler >= 10, cached load >= 10, bytes <= 1.1, scaling <= 1.1 (the others are informational).
@@ -35,6 +38,7 @@ import tensorflow as tf  # noqa: E402
 from batch_rl_dr3.data import dqn_replay  # noqa: E402
 from batch_rl_dr3.data import fixed_replay  # noqa: E402
 from batch_rl_dr3.data.replay_cache import ReplayCache  # noqa: E402
+import spread  # noqa: E402
 
 RAW_BYTES = 84 * 84
 
@@ -72,27 +76,28 @@ def _atari_like_checkpoint(rows, seed=0):
 BATCHES_PER_CALL = 8
 
 
-def _in_graph(sampler):
-  """`BATCHES_PER_CALL` batches from one XLA-compiled call, all returned (none can be optimized away)."""
-  return tf.function(lambda: [sampler.sample() for _ in range(BATCHES_PER_CALL)], jit_compile=True)
+def _in_graph(sampler, jit_compile=True):
+  """`BATCHES_PER_CALL` batches from one compiled call, all returned (none can be optimized away)."""
+  return tf.function(lambda: [sampler.sample() for _ in range(BATCHES_PER_CALL)], jit_compile=jit_compile)
 
 
 def _time_side_by_side(functions, rounds, calls):
-  """Seconds per call of each function: rounds alternate between them, the best round counts.
-
-  The machine is shared: other processes only ever add time, so the least disturbed round (the minimum) is
-  the estimate, and alternating keeps the compared functions under the same conditions.
-  """
+  """Seconds per call of each function in each round ({name: array of per-round seconds}): rounds alternate
+  between them, so load from other processes on this shared machine hits them alike."""
   for fn in functions.values():
     fn()  # warm up (tracing, compilation, first touch)
-  best = {name: float("inf") for name in functions}
+  samples = {name: [] for name in functions}
   for _ in range(rounds):
     for name, fn in functions.items():
       started = time.perf_counter()
       for _ in range(calls):
         fn()
-      best[name] = min(best[name], (time.perf_counter() - started) / calls)
-  return best
+      samples[name].append((time.perf_counter() - started) / calls)
+  return {name: np.asarray(v) for name, v in samples.items()}
+
+
+def _rate_entry(name, seconds, baseline_seconds, goal):
+  return spread.entry(name, 1 / seconds, 1 / baseline_seconds, "batches/s", goal=goal)
 
 
 def _entry(name, value, unit, baseline, ratio, goal):
@@ -119,6 +124,7 @@ def run(quick: bool):
     # Each path with the frame unpacking that is fastest for it (see fixed_replay.FRAME_UNPACKING).
     sampler = fixed_replay.InGraphSampler(replay, batch_size=32, seed=0, frame_unpacking="swar")
     graph_sampler = fixed_replay.InGraphSampler(replay, batch_size=32, seed=0)
+    graph_in_graph_sampler = fixed_replay.InGraphSampler(replay, batch_size=32, seed=0)
     iterator = iter(fixed_replay.make_tf_dataset(replay, 32, seed=0))
     # Small prefix of the same data for the scaling figure.
     small = fixed_replay.FixedReplay.from_checkpoints(directory, [0], transitions_per_checkpoint=rows // 10)
@@ -129,31 +135,32 @@ def run(quick: bool):
         "dopamine": lambda: dopamine.sample_transition_batch(32),
         # As in training: the sample is part of a compiled computation.
         "xla": _in_graph(sampler),
+        "graph": _in_graph(graph_in_graph_sampler, jit_compile=False),
         "xla_per_call": tf.function(sampler.sample, jit_compile=True),
-        "graph": tf.function(graph_sampler.sample),
+        "graph_per_call": tf.function(graph_sampler.sample),
         "tfdata": lambda: next(iterator),
         "xla_small": _in_graph(small_sampler),
     }, rounds, calls)
-    for name in ("xla", "xla_small"):
+    for name in ("xla", "graph", "xla_small"):
       times[name] /= BATCHES_PER_CALL
     for name, value in times.items():
-      _log(f"  {name}: {value * 1e3:.3f} ms per batch of 32")
-    results.append(_entry("sampler_vs_dopamine", 1 / times["xla"], "batches/s", 1 / times["dopamine"],
-                          times["dopamine"] / times["xla"], ">= 10"))
-    results.append(_entry("sampler_per_call_vs_dopamine", 1 / times["xla_per_call"], "batches/s",
-                          1 / times["dopamine"], times["dopamine"] / times["xla_per_call"], "informational"))
-    results.append(_entry("tfdata_sampler_vs_dopamine", 1 / times["tfdata"], "batches/s", 1 / times["dopamine"],
-                          times["dopamine"] / times["tfdata"], "informational"))
-    results.append(_entry("graph_sampler_vs_dopamine", 1 / times["graph"], "batches/s", 1 / times["dopamine"],
-                          times["dopamine"] / times["graph"], "informational (no XLA)"))
-    results.append(_entry("sampler_scaling_10x", times["xla"], "s/batch", times["xla_small"],
-                          times["xla"] / times["xla_small"], "<= 1.1"))
+      _log(f"  {name}: {np.median(value) * 1e3:.3f} ms per batch of 32 (min {value.min() * 1e3:.3f}, "
+           f"max {value.max() * 1e3:.3f})")
+    dopamine_s = times["dopamine"]
+    results.append(_rate_entry("sampler_vs_dopamine", times["graph"], dopamine_s, ">= 10"))
+    results.append(_rate_entry("sampler_vs_dopamine_xla", times["xla"], dopamine_s, ">= 10"))
+    results.append(_rate_entry("sampler_per_call_vs_dopamine", times["xla_per_call"], dopamine_s, "informational"))
+    results.append(_rate_entry("graph_sampler_per_call_vs_dopamine", times["graph_per_call"], dopamine_s,
+                               "informational"))
+    results.append(_rate_entry("tfdata_sampler_vs_dopamine", times["tfdata"], dopamine_s, "informational"))
+    results.append(spread.entry("sampler_scaling_10x", times["xla"], times["xla_small"], "s/batch", goal="<= 1.1",
+                                higher_is_better=False))
 
     per_row = replay.nbytes() / replay.num_rows
     results.append(_entry("bytes_per_transition_vs_raw", per_row, "bytes", RAW_BYTES, per_row / RAW_BYTES, "<= 1.1"))
     _log(f"bytes per stored transition: {per_row:.0f}")
 
-    del dopamine, replay, sampler, graph_sampler, small, small_sampler, iterator
+    del dopamine, replay, sampler, graph_sampler, graph_in_graph_sampler, small, small_sampler, iterator
 
     # Loading: gzip against the local cache (the first cached load writes the entry).
     cache_dir = os.path.join(work, "cache")
@@ -174,12 +181,14 @@ def run(quick: bool):
       started = time.perf_counter()
       np.array(cached_frames)
       copy_times.append(time.perf_counter() - started)
-    gz_s, cached_s, copy_s = min(gz_times), min(cached_times), min(copy_times)
+    gz_s, cached_s, copy_s = np.median(gz_times), np.median(cached_times), np.median(copy_times)
     _log(f"load {rows} rows: {gz_s:.2f} s from .gz, {cached_s:.3f} s from the cache, {copy_s:.3f} s for one "
-         f"copy of the frames")
-    results.append(_entry("cached_vs_gz_load", cached_s, "s", gz_s, gz_s / cached_s, ">= 10"))
-    results.append(_entry("cached_load_vs_copy_floor", cached_s, "s", copy_s, cached_s / copy_s,
-                          "informational (1 = a single memcpy of the frames)"))
+         f"copy of the frames (medians)")
+    # Ratio = gz time / cached time (higher is better): as rates, 1 / seconds.
+    results.append(spread.entry("cached_vs_gz_load", 1 / np.asarray(cached_times), 1 / np.asarray(gz_times),
+                                "loads/s", goal=">= 10"))
+    results.append(spread.entry("cached_load_vs_copy_floor", cached_times, copy_times, "s", higher_is_better=False,
+                                goal="informational (1 = a single memcpy of the frames)"))
   finally:
     shutil.rmtree(work, ignore_errors=True)
   return results

@@ -22,7 +22,7 @@ sys.path.insert(0, HERE)
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-AREAS = ("data", "agents", "eval", "continuous", "multi_seed")
+AREAS = ("data", "agents", "eval", "run", "continuous", "multi_seed")
 REQUIRED_KEYS = ("name", "value", "unit", "baseline", "ratio")
 
 
