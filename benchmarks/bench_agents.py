@@ -228,7 +228,8 @@ def _pure_compute_fn(agent, batch, jit_compile):
   def step(batch):
     with tf.GradientTape() as tape:
       loss, metrics = agent.compute_loss(batch)
-    agent.optimizer.apply_gradients(zip(tape.gradient(loss, agent.trainable_weights), agent.trainable_weights))
+    # The agent's own update (Adam + its step counter, which schedules the metrics-only pass on s').
+    agent.apply_gradients(tape.gradient(loss, agent.trainable_weights))
     return metrics
 
   return lambda: step(batch)
