@@ -174,7 +174,7 @@ def run_vs_step(work, quick):
   import batch_rl_dr3  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
   from batch_rl_dr3 import atari_experiment, train
   from tests.replay_fixtures import write_run
-  rounds, steps = (3, 200) if quick else (5, 2000)
+  rounds, steps = (3, 200) if quick else (4, 1000)
   data_root = os.path.join(work, "small")
   write_run(data_root, game=GAME, run=1, num_checkpoints=2, capacity=2000)
   bindings = ["load_dataset.setting = 'all'", f"run_experiment.gradient_steps_per_iteration = {steps}"]
