@@ -92,7 +92,7 @@ def test_spectral_norm_divides_the_last_hidden_kernel_by_its_power_iteration_est
   np.testing.assert_allclose(pre[1].numpy(), h1 @ (w / sigma) + last.bias.numpy(), rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(last.u.numpy(), u0)  # inference leaves the vector alone
   net.forward(x, training=True)
-  np.testing.assert_allclose(last.u.numpy(), u1, rtol=1e-5)
+  np.testing.assert_allclose(last.u.numpy(), u1, rtol=1e-5, atol=1e-6)  # float32 noise on entries near 0
   for _ in range(200):
     net.forward(x, training=True)
   top = np.linalg.svd(w, compute_uv=False)[0]

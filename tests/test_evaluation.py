@@ -108,6 +108,7 @@ def test_bad_policies_and_settings_get_clear_errors():
 
 def test_gin_binds_the_protocol_and_progress_is_shown(caplog):
   caplog.set_level("INFO")
+  caplog.set_level("INFO", logger="absl")  # an in-process absl app earlier in this worker may have raised its level
   gin.clear_config()
   try:
     gin.parse_config("evaluate.max_steps_per_episode = 12")

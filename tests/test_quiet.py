@@ -19,8 +19,8 @@ def test_train_start_up_prints_only_our_one_line():
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
   assert result.returncode == 1
   assert result.stderr.splitlines() == [
-      "error: run_experiment: num_iterations=0, gradient_steps_per_iteration=10000, log_every_steps=1000; "
-      "expected each >= 1"], result.stderr
+      "error: run_experiment: num_iterations=0, gradient_steps_per_iteration=10000, log_every_steps=1000, "
+      "steps_per_call=1; expected each >= 1"], result.stderr
 
 
 def test_noise_is_only_the_known_lines():
