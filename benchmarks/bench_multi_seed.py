@@ -23,6 +23,7 @@ NUM_SEEDS = 4
 
 
 def run(quick: bool):
+  import spread
   from bench_agents import BATCH_SIZE, NUM_ACTIONS, time_interleaved
   from batch_rl_dr3 import multi_seed
   from batch_rl_dr3.agents import DQN
@@ -38,13 +39,14 @@ def run(quick: bool):
     step = multi_seed.MultiSeedStep(members)
     print(f"  one DQN step vs {NUM_SEEDS} seeds in one compiled step ...", flush=True)
     times = time_interleaved({"single": single.train_step, "multi": lambda: step()[-1]}, steps, warmup)
+  # time_interleaved returns per-round seconds per call: the entry is the median over rounds with its spread.
   per_seed = times["multi"] / NUM_SEEDS
-  print(f"    single {times['single'] * 1e3:.1f} ms/step, {NUM_SEEDS} seeds {times['multi'] * 1e3:.1f} ms/step "
-        f"({per_seed * 1e3:.1f} ms per seed-step)", flush=True)
-  return [{"name": "multi_seed_step_cost", "value": per_seed * 1e3, "unit": "ms/seed-step",
-           "baseline": times["single"] * 1e3, "ratio": per_seed / times["single"],
-           "goal": f"informational (N = {NUM_SEEDS}; < 1 pays off; meant for accelerators)"}]
-
+  result = spread.entry("multi_seed_step_cost", per_seed * 1e3, times["single"] * 1e3, "ms/seed-step",
+                        goal=f"informational (N = {NUM_SEEDS}; < 1 pays off; meant for accelerators)",
+                        higher_is_better=False)
+  print(f"    single {result['baseline']:.1f} ms/step, {NUM_SEEDS} seeds {result['value'] * NUM_SEEDS:.1f} ms/step "
+        f"({result['value']:.1f} ms per seed-step); {spread.describe(result)}", flush=True)
+  return [result]
 
 if __name__ == "__main__":
   for entry in run(quick="--quick" in sys.argv):
